@@ -1,0 +1,30 @@
+package relay
+
+import "errors"
+
+// Signature errors. Each answers 401 and nothing is written.
+var (
+	ErrSignatureMissing   = errors.New("signature: X-Hub-Signature-256 header missing")
+	ErrSignatureMalformed = errors.New("signature: X-Hub-Signature-256 is not sha256=<64 hex digits>")
+	ErrSignatureMismatch  = errors.New("signature: no configured app secret matches")
+	ErrNoSecrets          = errors.New("signature: at least one non-empty app secret is required")
+)
+
+// Body errors. Each answers 400.
+var (
+	ErrBodyEmpty   = errors.New("body: empty")
+	ErrBodyInvalid = errors.New("body: not valid JSON")
+	ErrNotWebhook  = errors.New(`body: not a Meta webhook (want an object with a string "object" and an "entry" array of objects)`)
+)
+
+// Produce errors.
+var (
+	// ErrOverloaded means the producer's queue is full; the request is
+	// refused at once with 503 rather than queued without bound.
+	ErrOverloaded = errors.New("produce: too many records waiting for Kafka")
+	// ErrClosed means the producer was closed before the records were sent.
+	ErrClosed = errors.New("produce: producer closed")
+	// ErrRecordTooLarge means a record can never be accepted by the broker;
+	// retrying will not help.
+	ErrRecordTooLarge = errors.New("produce: record larger than the broker accepts")
+)

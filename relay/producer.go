@@ -1,0 +1,657 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	produceapi "github.com/segmentio/kafka-go/protocol/produce"
+)
+
+// Record is one Kafka record to write. Its slices are read by the producer
+// until Produce returns.
+type Record struct {
+	Topic     string
+	Partition int32
+	Key       []byte
+	Value     []byte
+	Headers   []kafka.Header
+	Time      time.Time
+}
+
+// Batch is what one caller hands the producer: the records of one webhook.
+// It is acknowledged as a whole: Produce returns nil only when Kafka
+// acknowledged every record with acks=all.
+//
+// A Batch may be reused after Produce returned nil or a Kafka error. After
+// Produce returned a context error the producer may still be reading it:
+// drop it (and the buffers its records point into) instead of reusing it.
+type Batch struct {
+	Records []Record
+
+	done      chan error
+	cancelled atomic.Bool
+	bytes     int
+	err       error // set by the flusher before done is signalled
+}
+
+// ProducerConfig configures a Producer. The zero value of every field but
+// Transport and Addr means its default.
+type ProducerConfig struct {
+	// Transport is the kafka-go transport the produce requests go through.
+	Transport *kafka.Transport
+	// Addr is the bootstrap address, e.g. kafka.TCP("127.0.0.1:9092").
+	Addr net.Addr
+	// MaxInFlight bounds concurrent produce requests (default 2). While
+	// they are all busy, new records wait and go out together in the next
+	// request: group commit, with no timer.
+	MaxInFlight int
+	// MaxBatchBytes bounds one partition's record batch in one request
+	// (default 1 MiB, under Kafka's default message.max.bytes).
+	MaxBatchBytes int
+	// MaxRequestBytes bounds one produce request (default 16 MiB).
+	MaxRequestBytes int
+	// MaxPendingBytes bounds the records waiting for a request; past it
+	// Produce fails at once with ErrOverloaded (default 64 MiB).
+	MaxPendingBytes int
+	// AckTimeout is how long the broker may take to acknowledge a request
+	// (default 5s).
+	AckTimeout time.Duration
+	// Logger receives the producer's logs (default: discarded).
+	Logger *slog.Logger
+	// Metrics, when set, receives produce latency, batch sizes and errors.
+	Metrics *ProducerMetrics
+}
+
+func (c *ProducerConfig) setDefaults() {
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 2
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 1 << 20
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 16 << 20
+	}
+	if c.MaxPendingBytes <= 0 {
+		c.MaxPendingBytes = 64 << 20
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Producer writes batches of records to Kafka with acks=all and group
+// commit: a fixed set of flusher goroutines each take everything queued,
+// send it as one multi-partition produce request per leader broker, and
+// acknowledge each batch when its records are acknowledged. With no load a
+// batch is sent as soon as it arrives; under load batches grow by
+// themselves while the previous requests are in flight.
+type Producer struct {
+	cfg    ProducerConfig
+	client *kafka.Client
+
+	mu           sync.Mutex
+	cond         *sync.Cond
+	queue        []*Batch
+	pendingBytes int
+	closed       bool
+
+	leaders leaderCache
+	wg      sync.WaitGroup
+
+	lastOK  atomic.Int64 // unix nanos of the last acknowledged request
+	lastErr atomic.Pointer[error]
+}
+
+// NewProducer starts a producer's flushers. Close stops them.
+func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if cfg.Transport == nil || cfg.Addr == nil {
+		return nil, errors.New("producer: transport and address are required")
+	}
+	cfg.setDefaults()
+	p := &Producer{
+		cfg:    cfg,
+		client: &kafka.Client{Addr: cfg.Addr, Transport: cfg.Transport},
+	}
+	p.cond = sync.NewCond(&p.mu)
+	p.leaders.client = p.client
+	p.wg.Add(cfg.MaxInFlight)
+	for range cfg.MaxInFlight {
+		go p.flushLoop()
+	}
+	return p, nil
+}
+
+// Produce queues b and waits until Kafka acknowledged all its records, the
+// write failed, or ctx is done. It never answers success for a record
+// Kafka did not acknowledge.
+func (p *Producer) Produce(ctx context.Context, b *Batch) error {
+	if len(b.Records) == 0 {
+		return nil
+	}
+	if b.done == nil {
+		b.done = make(chan error, 1)
+	}
+	b.err = nil
+	b.cancelled.Store(false)
+	b.bytes = 0
+	for i := range b.Records {
+		b.bytes += recordSize(&b.Records[i])
+	}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	if p.pendingBytes > 0 && p.pendingBytes+b.bytes > p.cfg.MaxPendingBytes {
+		p.mu.Unlock()
+		return ErrOverloaded
+	}
+	p.queue = append(p.queue, b)
+	p.pendingBytes += b.bytes
+	p.cond.Signal()
+	p.mu.Unlock()
+
+	select {
+	case err := <-b.done:
+		return err
+	case <-ctx.Done():
+		b.cancelled.Store(true)
+		return fmt.Errorf("produce: %w", ctx.Err())
+	}
+}
+
+// Healthy reports whether the last produce request within window succeeded,
+// and the last error seen, for readiness checks.
+func (p *Producer) Healthy(window time.Duration) (ok bool, lastErr error) {
+	if e := p.lastErr.Load(); e != nil {
+		lastErr = *e
+	}
+	last := p.lastOK.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < window && lastErr == nil, lastErr
+}
+
+// Ping checks that the cluster answers a metadata request, and records the
+// outcome for Healthy.
+func (p *Producer) Ping(ctx context.Context) error {
+	_, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+	if err != nil {
+		p.lastErr.Store(&err)
+		return err
+	}
+	p.lastErr.Store(nil)
+	p.lastOK.Store(time.Now().UnixNano())
+	return nil
+}
+
+// WaitPartitions waits until the producer's view of the cluster shows at
+// least n partitions of topic, so that records for a newly added partition
+// are not refused.
+func (p *Producer) WaitPartitions(ctx context.Context, topic string, n int) error {
+	for {
+		if got, err := p.leaders.partitions(ctx, topic); err == nil && got >= n {
+			return nil
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("wait for %d partitions of %s: %w", n, topic, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops accepting batches, lets the flushers send what is queued, and
+// waits for them until ctx is done.
+func (p *Producer) Close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("producer close: %w", ctx.Err())
+	}
+}
+
+// flushLoop is one flusher: take what is queued, send it, acknowledge it.
+func (p *Producer) flushLoop() {
+	defer p.wg.Done()
+	var f flush
+	for {
+		p.mu.Lock()
+		for len(p.queue) == 0 && !p.closed {
+			p.cond.Wait()
+		}
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		f.take(p)
+		p.mu.Unlock()
+		if len(f.batches) > 0 {
+			p.send(&f)
+		}
+	}
+}
+
+// flush is one flusher's scratch space, reused from request to request.
+type flush struct {
+	batches []*Batch
+	parts   []part
+	index   map[partKey]int
+	recs    []wireRecord
+}
+
+type partKey struct {
+	topic     string
+	partition int32
+	round     int
+}
+
+// part is the records of one partition in one request.
+type part struct {
+	partKey
+	bytes int
+	recs  []*wireRecord
+	next  int // read position, for protocol.RecordReader
+	err   error
+}
+
+// ReadRecord implements protocol.RecordReader.
+func (pt *part) ReadRecord() (*protocol.Record, error) {
+	if pt.next == len(pt.recs) {
+		return nil, io.EOF
+	}
+	r := pt.recs[pt.next]
+	pt.next++
+	r.key.reset(r.src.Key)
+	r.val.reset(r.src.Value)
+	r.rec = protocol.Record{Time: r.src.Time, Headers: r.src.Headers, Value: &r.val}
+	if r.src.Key != nil {
+		r.rec.Key = &r.key
+	}
+	return &r.rec, nil
+}
+
+// wireRecord adapts a Record to kafka-go's protocol.Record without
+// allocating: its byte readers live inside it.
+type wireRecord struct {
+	src  *Record
+	part int
+	rec  protocol.Record
+	key  bytesReader
+	val  bytesReader
+}
+
+// take moves queued batches into f, up to one request's worth. p.mu is held.
+func (f *flush) take(p *Producer) {
+	f.batches = f.batches[:0]
+	n, bytes := 0, 0
+	for _, b := range p.queue {
+		if len(f.batches) > 0 && bytes+b.bytes > p.cfg.MaxRequestBytes {
+			break
+		}
+		n++
+		p.pendingBytes -= b.bytes
+		if b.cancelled.Load() {
+			continue // its caller gave up; do not write what we answered 503 for
+		}
+		bytes += b.bytes
+		f.batches = append(f.batches, b)
+	}
+	rest := copy(p.queue, p.queue[n:])
+	clear(p.queue[rest:])
+	p.queue = p.queue[:rest]
+}
+
+// send writes f's batches and acknowledges each one.
+func (p *Producer) send(f *flush) {
+	start := time.Now()
+	f.group(p.cfg.MaxBatchBytes)
+
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout+time.Second)
+	defer cancel()
+	maxRound := 0
+	for i := range f.parts {
+		maxRound = max(maxRound, f.parts[i].round)
+	}
+	var failed error
+	for round := 0; round <= maxRound; round++ {
+		if err := p.sendRound(ctx, f, round); err != nil {
+			failed = err
+		}
+	}
+	if failed != nil {
+		p.lastErr.Store(&failed)
+		p.cfg.Logger.Warn("produce failed", "err", failed, "batches", len(f.batches), "records", len(f.recs))
+	} else {
+		p.lastErr.Store(nil)
+		p.lastOK.Store(time.Now().UnixNano())
+	}
+	if m := p.cfg.Metrics; m != nil {
+		m.observe(time.Since(start), len(f.recs), failed)
+	}
+
+	// Acknowledge: a batch fails if any partition holding one of its
+	// records failed.
+	ri := 0
+	for _, b := range f.batches {
+		var err error
+		for range b.Records {
+			if e := f.parts[f.recs[ri].part].err; e != nil && err == nil {
+				err = e
+			}
+			ri++
+		}
+		b.done <- err
+	}
+	clear(f.batches)
+	for i := range f.recs {
+		f.recs[i] = wireRecord{}
+	}
+	for i := range f.parts {
+		clear(f.parts[i].recs)
+	}
+}
+
+// group lays out f's records by topic, partition and round: a partition
+// whose records exceed maxBatch spills into later rounds, which are sent
+// one after another so that the partition's order holds.
+func (f *flush) group(maxBatch int) {
+	n := 0
+	for _, b := range f.batches {
+		n += len(b.Records)
+	}
+	if cap(f.recs) < n {
+		f.recs = make([]wireRecord, n)
+	}
+	f.recs = f.recs[:n]
+	if f.index == nil {
+		f.index = make(map[partKey]int)
+	}
+	clear(f.index)
+	f.parts = f.parts[:0]
+	last := make(map[partKey]int, 0) // partition → its latest round; small, per request
+	i := 0
+	for _, b := range f.batches {
+		for j := range b.Records {
+			r := &b.Records[j]
+			size := recordSize(r)
+			k := partKey{topic: r.Topic, partition: r.Partition}
+			k.round = last[k]
+			pi, ok := f.index[k]
+			if ok && f.parts[pi].bytes > 0 && f.parts[pi].bytes+size > maxBatch {
+				k.round++
+				last[partKey{topic: r.Topic, partition: r.Partition}] = k.round
+				ok = false
+			}
+			if !ok {
+				if len(f.parts) < cap(f.parts) {
+					f.parts = f.parts[:len(f.parts)+1] // keep the slot's recs capacity
+				} else {
+					f.parts = append(f.parts, part{})
+				}
+				pi = len(f.parts) - 1
+				pt := &f.parts[pi]
+				pt.partKey, pt.bytes, pt.next, pt.err = k, 0, 0, nil
+				pt.recs = pt.recs[:0]
+				f.index[k] = pi
+			}
+			w := &f.recs[i]
+			w.src, w.part = r, pi
+			f.parts[pi].recs = append(f.parts[pi].recs, w)
+			f.parts[pi].bytes += size
+			i++
+		}
+	}
+}
+
+// sendRound sends the parts of one round, one request per leader broker,
+// concurrently, and records each part's outcome.
+func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
+	byLeader := make(map[int32][]*part, 1)
+	var firstErr error
+	for i := range f.parts {
+		pt := &f.parts[i]
+		if pt.round != round {
+			continue
+		}
+		leader, err := p.leaders.leader(ctx, pt.topic, pt.partition)
+		if err != nil {
+			pt.err = err
+			firstErr = err
+			continue
+		}
+		byLeader[leader] = append(byLeader[leader], pt)
+	}
+	if len(byLeader) == 1 {
+		for _, parts := range byLeader {
+			if err := p.roundTrip(ctx, parts); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		return firstErr
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, parts := range byLeader {
+		wg.Go(func() {
+			if err := p.roundTrip(ctx, parts); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// roundTrip sends one produce request holding parts (all led by one
+// broker) and sets each part's err.
+func (p *Producer) roundTrip(ctx context.Context, parts []*part) error {
+	req := &produceapi.Request{
+		Acks:    int16(kafka.RequireAll),
+		Timeout: int32(p.cfg.AckTimeout / time.Millisecond),
+	}
+	for _, pt := range parts {
+		pt.next = 0
+		rp := produceapi.RequestPartition{
+			Partition: pt.partition,
+			RecordSet: protocol.RecordSet{Version: 2, Records: pt},
+		}
+		if n := len(req.Topics); n > 0 && req.Topics[n-1].Topic == pt.topic {
+			req.Topics[n-1].Partitions = append(req.Topics[n-1].Partitions, rp)
+		} else {
+			req.Topics = append(req.Topics, produceapi.RequestTopic{Topic: pt.topic, Partitions: []produceapi.RequestPartition{rp}})
+		}
+	}
+	m, err := p.cfg.Transport.RoundTrip(ctx, p.cfg.Addr, req)
+	if err != nil {
+		err = fmt.Errorf("produce: %w", err)
+		for _, pt := range parts {
+			pt.err = err
+		}
+		p.leaders.invalidate()
+		return err
+	}
+	res, ok := m.(*produceapi.Response)
+	if !ok {
+		err = fmt.Errorf("produce: unexpected response %T", m)
+		for _, pt := range parts {
+			pt.err = err
+		}
+		return err
+	}
+	answered := make(map[partKey]bool, len(parts))
+	var firstErr error
+	for _, t := range res.Topics {
+		for _, rp := range t.Partitions {
+			k := partKey{topic: t.Topic, partition: rp.Partition}
+			answered[k] = true
+			if rp.ErrorCode == 0 {
+				continue
+			}
+			err := produceError(t.Topic, rp.Partition, kafka.Error(rp.ErrorCode))
+			if firstErr == nil {
+				firstErr = err
+			}
+			for _, pt := range parts {
+				if pt.topic == t.Topic && pt.partition == rp.Partition {
+					pt.err = err
+				}
+			}
+		}
+	}
+	for _, pt := range parts {
+		if !answered[partKey{topic: pt.topic, partition: pt.partition}] && pt.err == nil {
+			pt.err = fmt.Errorf("produce %s/%d: no answer for the partition", pt.topic, pt.partition)
+			if firstErr == nil {
+				firstErr = pt.err
+			}
+		}
+	}
+	if firstErr != nil {
+		p.leaders.invalidate()
+	}
+	return firstErr
+}
+
+// produceError wraps a partition's error code; a record too large for the
+// broker also matches ErrRecordTooLarge, since retrying cannot help it.
+func produceError(topic string, partition int32, code kafka.Error) error {
+	switch code {
+	case kafka.MessageSizeTooLarge, kafka.RecordListTooLarge, kafka.InvalidRecord:
+		return fmt.Errorf("produce %s/%d: %w: %w", topic, partition, ErrRecordTooLarge, code)
+	}
+	return fmt.Errorf("produce %s/%d: %w", topic, partition, code)
+}
+
+// recordSize estimates a record's size in a batch.
+func recordSize(r *Record) int {
+	n := len(r.Key) + len(r.Value) + 24
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 4
+	}
+	return n
+}
+
+// bytesReader is a reusable protocol.Bytes over a byte slice.
+type bytesReader struct {
+	b []byte
+	i int
+}
+
+func (r *bytesReader) reset(b []byte) { r.b, r.i = b, 0 }
+
+func (r *bytesReader) Len() int { return len(r.b) - r.i }
+
+func (r *bytesReader) Read(p []byte) (int, error) {
+	if r.i >= len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.i:])
+	r.i += n
+	return n, nil
+}
+
+// WriteTo lets io.Copy skip its intermediate buffer.
+func (r *bytesReader) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(r.b[r.i:])
+	r.i += n
+	return int64(n), err
+}
+
+func (r *bytesReader) Close() error { return nil }
+
+// leaderCache maps topic partitions to their leader broker, from the
+// transport's cached metadata.
+type leaderCache struct {
+	client *kafka.Client
+
+	mu      sync.Mutex
+	leaders map[string][]int32
+	fetched time.Time
+}
+
+const leaderCacheTTL = 2 * time.Second
+
+func (c *leaderCache) invalidate() {
+	c.mu.Lock()
+	c.fetched = time.Time{}
+	c.mu.Unlock()
+}
+
+// leader returns the broker leading topic/partition.
+func (c *leaderCache) leader(ctx context.Context, topic string, partition int32) (int32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := c.leaders[topic]
+	if int(partition) >= len(ps) || time.Since(c.fetched) > leaderCacheTTL {
+		if err := c.refresh(ctx); err != nil {
+			return 0, err
+		}
+		ps = c.leaders[topic]
+	}
+	if partition < 0 || int(partition) >= len(ps) || ps[partition] < 0 {
+		return 0, fmt.Errorf("produce %s/%d: %w", topic, partition, kafka.UnknownTopicOrPartition)
+	}
+	return ps[partition], nil
+}
+
+// partitions returns how many partitions of topic the transport knows of.
+func (c *leaderCache) partitions(ctx context.Context, topic string) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.refresh(ctx); err != nil {
+		return 0, err
+	}
+	return len(c.leaders[topic]), nil
+}
+
+// refresh reads the metadata; c.mu is held.
+func (c *leaderCache) refresh(ctx context.Context) error {
+	md, err := c.client.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return fmt.Errorf("produce: metadata: %w", err)
+	}
+	leaders := make(map[string][]int32, len(md.Topics))
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			continue
+		}
+		ps := make([]int32, len(t.Partitions))
+		for i := range ps {
+			ps[i] = -1
+		}
+		for _, pm := range t.Partitions {
+			if pm.ID >= 0 && pm.ID < len(ps) && pm.Error == nil {
+				ps[pm.ID] = int32(pm.Leader.ID)
+			}
+		}
+		leaders[t.Name] = ps
+	}
+	c.leaders, c.fetched = leaders, time.Now()
+	return nil
+}

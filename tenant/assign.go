@@ -1,0 +1,199 @@
+package tenant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Assigner gives each tenant its own partition of the events topic and
+// records the assignment durably in a compacted Kafka topic (relay.tenants),
+// so that it is the same across restarts, reloads and relay nodes.
+//
+// The assignment topic has one partition, so its records are totally
+// ordered, and it is read with one rule, the same on every node: replaying
+// the log, the first claim of a tenant whose partition no earlier winning
+// claim took wins; every later claim of that tenant, or of that partition,
+// loses. Two nodes that add tenants at the same moment may both claim one
+// partition; the log's order decides, and the loser claims again. Because
+// compaction keeps only a key's latest record, a node that sees a tenant's
+// latest record differ from its winning claim writes the winner again, so
+// compaction can never resurrect a losing claim.
+type Assigner struct {
+	Admin *Admin
+	// Topic is the assignment topic (relay.tenants).
+	Topic string
+	// Events is the topic whose partitions are assigned (relay.events).
+	Events string
+}
+
+// claim is the value of one assignment record; its key is the tenant id.
+type claim struct {
+	Tenant    string    `json:"tenant"`
+	Partition int32     `json:"partition"`
+	At        time.Time `json:"at"`
+}
+
+// assignments is the outcome of replaying the assignment log.
+type assignments struct {
+	winner map[string]int32 // tenant → partition
+	owner  map[int32]string // partition → tenant
+	latest map[string]int32 // tenant → partition of its latest record
+}
+
+// EnsureTopics creates the assignment topic (compacted, one partition) and
+// the events topic if missing.
+func (a *Assigner) EnsureTopics(ctx context.Context, events TopicSpec) error {
+	return a.Admin.EnsureTopics(ctx,
+		TopicSpec{Name: a.Topic, Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}},
+		events,
+	)
+}
+
+// Assign returns the partition of every tenant in ids, claiming partitions
+// for those that have none, and grows the events topic to hold them.
+func (a *Assigner) Assign(ctx context.Context, ids []string) (map[string]int32, error) {
+	ids = slices.Sorted(slices.Values(ids)) // same claims in the same order on every node
+	const attempts = 8
+	for range attempts {
+		st, err := a.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var claims []claim
+		for id, p := range st.winner {
+			if st.latest[id] != p {
+				claims = append(claims, claim{Tenant: id, Partition: p}) // correction, see type doc
+			}
+		}
+		next := int32(0)
+		for _, id := range ids {
+			if _, ok := st.winner[id]; ok {
+				continue
+			}
+			for st.owner[next] != "" {
+				next++
+			}
+			st.owner[next] = id
+			claims = append(claims, claim{Tenant: id, Partition: next})
+		}
+		if len(claims) == 0 {
+			out := make(map[string]int32, len(ids))
+			top := int32(-1)
+			for _, id := range ids {
+				out[id] = st.winner[id]
+			}
+			for p := range st.owner {
+				top = max(top, p)
+			}
+			if err := a.Admin.EnsurePartitions(ctx, a.Events, int(top)+1); err != nil {
+				return nil, err
+			}
+			return out, nil
+		}
+		if err := a.write(ctx, claims); err != nil {
+			return nil, err
+		}
+	}
+	return nil, ErrAssignment
+}
+
+// read replays the whole assignment log.
+func (a *Assigner) read(ctx context.Context) (*assignments, error) {
+	st := &assignments{winner: map[string]int32{}, owner: map[int32]string{}, latest: map[string]int32{}}
+	offset := kafka.FirstOffset
+	for {
+		res, err := a.Admin.Client.Fetch(ctx, &kafka.FetchRequest{
+			Topic: a.Topic, Partition: 0, Offset: offset,
+			MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 100 * time.Millisecond,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", a.Topic, err)
+		}
+		if res.Error != nil {
+			if errors.Is(res.Error, kafka.OffsetOutOfRange) && offset != kafka.FirstOffset {
+				offset = kafka.FirstOffset // compaction or retention moved the start; replay again
+				st = &assignments{winner: map[string]int32{}, owner: map[int32]string{}, latest: map[string]int32{}}
+				continue
+			}
+			return nil, fmt.Errorf("read %s: %w", a.Topic, res.Error)
+		}
+		n := 0
+		for {
+			r, err := res.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", a.Topic, err)
+			}
+			n++
+			offset = r.Offset + 1
+			if r.Value == nil {
+				continue
+			}
+			var c claim
+			b, err := io.ReadAll(r.Value)
+			if err != nil || json.Unmarshal(b, &c) != nil || c.Tenant == "" || c.Partition < 0 {
+				continue // not ours; never fatal
+			}
+			st.apply(c)
+		}
+		if offset < 0 {
+			offset = res.LogStartOffset
+			if offset < 0 {
+				offset = 0
+			}
+		}
+		if offset >= res.HighWatermark {
+			return st, nil
+		}
+		if n == 0 && offset < res.LogStartOffset {
+			offset = res.LogStartOffset
+		}
+	}
+}
+
+// apply is the replay rule: first valid claim of a tenant wins.
+func (st *assignments) apply(c claim) {
+	st.latest[c.Tenant] = c.Partition
+	if _, ok := st.winner[c.Tenant]; ok {
+		return
+	}
+	if _, taken := st.owner[c.Partition]; taken {
+		return
+	}
+	st.winner[c.Tenant] = c.Partition
+	st.owner[c.Partition] = c.Tenant
+}
+
+// write appends claims with acks=all.
+func (a *Assigner) write(ctx context.Context, claims []claim) error {
+	now := time.Now().UTC()
+	recs := make([]kafka.Record, 0, len(claims))
+	for _, c := range claims {
+		c.At = now
+		v, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, kafka.Record{Key: kafka.NewBytes([]byte(c.Tenant)), Value: kafka.NewBytes(v), Time: now})
+	}
+	res, err := a.Admin.Client.Produce(ctx, &kafka.ProduceRequest{
+		Topic: a.Topic, Partition: 0, RequiredAcks: kafka.RequireAll,
+		Records: kafka.NewRecordReader(recs...),
+	})
+	if err != nil {
+		return fmt.Errorf("write %s: %w", a.Topic, err)
+	}
+	if res.Error != nil {
+		return fmt.Errorf("write %s: %w", a.Topic, res.Error)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package tenant
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// fileFormat is the tenants file:
+//
+//	tenants:
+//	  - id: acme
+//	    accounts: ["104857392810345"]
+//	    instance: {mode: push, url: "https://…", ca_file: "", signing_secret: "whsec_…"}
+type fileFormat struct {
+	Tenants []*Tenant `yaml:"tenants"`
+}
+
+// LoadFile reads and validates a tenants file. Relative ca_file and
+// signing_secret_file paths are taken relative to the file's folder.
+// Secrets are taken, in increasing precedence, from signing_secret,
+// signing_secret_file and the environment variable
+// RELAY_TENANT_<ID>_SIGNING_SECRET (ID upper-cased, other characters as
+// '_'). Every problem is reported, each naming its field, wrapped in
+// ErrInvalidFile.
+func LoadFile(path string) ([]*Tenant, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
+	}
+	return parse(data, filepath.Dir(path), os.Getenv)
+}
+
+func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, error) {
+	var f fileFormat
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
+	}
+	var errs []error
+	ids := make(map[string]int, len(f.Tenants))
+	owners := make(map[string]string)
+	for i, t := range f.Tenants {
+		field := fmt.Sprintf("tenants[%d]", i)
+		if t == nil {
+			errs = append(errs, fmt.Errorf("%s: empty entry", field))
+			continue
+		}
+		if t.Instance.Mode == "" {
+			t.Instance.Mode = ModePush
+		}
+		if t.Instance.CAFile != "" && !filepath.IsAbs(t.Instance.CAFile) {
+			t.Instance.CAFile = filepath.Join(dir, t.Instance.CAFile)
+		}
+		if err := resolveSecret(t, dir, getenv); err != nil {
+			errs = append(errs, fmt.Errorf("%s.instance.signing_secret_file: %w", field, err))
+		}
+		errs = append(errs, t.validate(field)...)
+		if j, dup := ids[t.ID]; dup {
+			errs = append(errs, fmt.Errorf("%s.id: %q is also tenants[%d].id", field, t.ID, j))
+		}
+		ids[t.ID] = i
+		for k, a := range t.Accounts {
+			if other, dup := owners[a]; dup && other != t.ID {
+				errs = append(errs, fmt.Errorf("%s.accounts[%d]: account %s is also claimed by tenant %q", field, k, a, other))
+			}
+			owners[a] = t.ID
+		}
+		if t.Instance.CAFile != "" {
+			if _, err := os.Stat(t.Instance.CAFile); err != nil {
+				errs = append(errs, fmt.Errorf("%s.instance.ca_file: %w", field, err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, errors.Join(errs...))
+	}
+	return f.Tenants, nil
+}
+
+func resolveSecret(t *Tenant, dir string, getenv func(string) string) error {
+	if p := t.Instance.SigningSecretFile; p != "" {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		t.Instance.SigningSecret = strings.TrimSpace(string(b))
+	}
+	if v := getenv(SecretEnv(t.ID)); v != "" {
+		t.Instance.SigningSecret = v
+	}
+	return nil
+}
+
+// SecretEnv is the environment variable that overrides a tenant's signing
+// secret: RELAY_TENANT_<ID>_SIGNING_SECRET.
+func SecretEnv(id string) string {
+	b := []byte(strings.ToUpper(id))
+	for i, c := range b {
+		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
+			b[i] = '_'
+		}
+	}
+	return "RELAY_TENANT_" + string(b) + "_SIGNING_SECRET"
+}

@@ -1,0 +1,261 @@
+package tenant
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Snapshot is one consistent, immutable view of the tenants.
+type Snapshot struct {
+	// Version increases with every successful load.
+	Version uint64
+	// Tenants in id order.
+	Tenants   []*Tenant
+	LoadedAt  time.Time
+	byID      map[string]*Tenant
+	byAccount map[string]*Tenant
+}
+
+// Tenant returns the tenant with the given id, or nil.
+func (s *Snapshot) Tenant(id string) *Tenant { return s.byID[id] }
+
+// Partitions is how many partitions of the events topic the tenants need.
+func (s *Snapshot) Partitions() int {
+	n := 0
+	for _, t := range s.Tenants {
+		n = max(n, int(t.Partition)+1)
+	}
+	return n
+}
+
+// RegistryConfig configures a Registry.
+type RegistryConfig struct {
+	// File is the tenants file.
+	File string
+	// Assigner gives tenants their partitions.
+	Assigner *Assigner
+	// CacheSize is the account → tenant LRU's size (default 65536).
+	CacheSize int
+	// BeforeSwap, when set, runs after partitions are assigned and before
+	// the new tenants take effect: the ingress uses it to wait until its
+	// producer sees the new partitions.
+	BeforeSwap func(ctx context.Context, s *Snapshot) error
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Registry holds the current tenants and answers account → tenant lookups
+// through an LRU in front of the current snapshot's index. Reload replaces
+// the snapshot as a whole; a file that fails to load or validate leaves the
+// previous one in force.
+type Registry struct {
+	cfg   RegistryConfig
+	cur   atomic.Pointer[Snapshot]
+	cache *lru.Cache[string, cached]
+
+	reloadMu sync.Mutex // one reload at a time
+	lastSum  [sha256.Size]byte
+
+	reloads     *prometheus.CounterVec
+	tenantCount prometheus.Gauge
+	lookups     *prometheus.CounterVec
+	hit, miss   prometheus.Counter
+}
+
+type cached struct {
+	t       *Tenant // nil: no tenant owns the account
+	version uint64
+}
+
+// NewRegistry returns a registry with no tenants loaded; call Reload.
+func NewRegistry(cfg RegistryConfig) (*Registry, error) {
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 1 << 16
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	c, err := lru.New[string, cached](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{cfg: cfg, cache: c}
+	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_tenant_reloads_total",
+		Help: "Tenants file loads, by result: ok, or failed (the previous tenants stay in force).",
+	}, []string{"result"})
+	r.tenantCount = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "relay_tenant_tenants",
+		Help: "Tenants currently in force.",
+	})
+	r.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_tenant_cache_lookups_total",
+		Help: "Account → tenant lookups, by LRU result.",
+	}, []string{"result"})
+	r.hit, r.miss = r.lookups.WithLabelValues("hit"), r.lookups.WithLabelValues("miss")
+	r.reloads.WithLabelValues("ok")
+	r.reloads.WithLabelValues("failed")
+	cfg.Registerer.MustRegister(r.reloads, r.tenantCount, r.lookups)
+	return r, nil
+}
+
+// Snapshot returns the tenants in force, or nil before the first load.
+func (r *Registry) Snapshot() *Snapshot { return r.cur.Load() }
+
+// Resolve returns the id and partition of the tenant owning account.
+func (r *Registry) Resolve(account []byte) (id string, partition int32, ok bool) {
+	t := r.Lookup(account)
+	if t == nil {
+		return "", 0, false
+	}
+	return t.ID, t.Partition, true
+}
+
+// Lookup returns the tenant owning account, or nil.
+func (r *Registry) Lookup(account []byte) *Tenant {
+	s := r.cur.Load()
+	if s == nil || len(account) == 0 {
+		return nil
+	}
+	// The key only lives for the lookup, so it may alias account.
+	if c, ok := r.cache.Get(unsafe.String(unsafe.SliceData(account), len(account))); ok && c.version == s.Version {
+		r.hit.Inc()
+		return c.t
+	}
+	r.miss.Inc()
+	t := s.byAccount[string(account)]
+	r.cache.Add(string(account), cached{t: t, version: s.Version})
+	return t
+}
+
+// Reload loads the tenants file, assigns partitions to new tenants and
+// swaps the new tenants in. On any error the previous tenants stay in
+// force and the error is logged and returned.
+func (r *Registry) Reload(ctx context.Context) error {
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	err := r.reload(ctx)
+	if err != nil {
+		r.reloads.WithLabelValues("failed").Inc()
+		r.cfg.Logger.Error("tenants reload refused; previous tenants stay in force", "file", r.cfg.File, "err", err)
+		return err
+	}
+	r.reloads.WithLabelValues("ok").Inc()
+	return nil
+}
+
+func (r *Registry) reload(ctx context.Context) error {
+	data, err := os.ReadFile(r.cfg.File)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidFile, err)
+	}
+	r.lastSum = sha256.Sum256(data)
+	tenants, err := LoadFile(r.cfg.File)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(tenants))
+	for i, t := range tenants {
+		ids[i] = t.ID
+	}
+	parts, err := r.cfg.Assigner.Assign(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("assign partitions: %w", err)
+	}
+	prev := r.cur.Load()
+	s := &Snapshot{
+		LoadedAt:  time.Now(),
+		byID:      make(map[string]*Tenant, len(tenants)),
+		byAccount: make(map[string]*Tenant),
+	}
+	if prev != nil {
+		s.Version = prev.Version
+	}
+	s.Version++
+	for _, t := range tenants {
+		t.Partition = parts[t.ID]
+		s.byID[t.ID] = t
+		for _, a := range t.Accounts {
+			s.byAccount[a] = t
+		}
+	}
+	s.Tenants = slices.Clone(tenants)
+	slices.SortFunc(s.Tenants, func(a, b *Tenant) int { return strings.Compare(a.ID, b.ID) })
+	if r.cfg.BeforeSwap != nil {
+		if err := r.cfg.BeforeSwap(ctx, s); err != nil {
+			return err
+		}
+	}
+	r.cur.Store(s)
+	r.tenantCount.Set(float64(len(s.Tenants)))
+	added, removed := diff(prev, s)
+	r.cfg.Logger.Info("tenants loaded", "file", r.cfg.File, "tenants", len(s.Tenants), "version", s.Version,
+		"added", len(added), "removed", len(removed), "added_ids", head(added, 20), "removed_ids", head(removed, 20))
+	return nil
+}
+
+// Watch reloads when the file's content changes, checking every interval,
+// until ctx is done. Editors that replace the file and Kubernetes'
+// ConfigMap symlink swaps are both seen, since it compares content.
+func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		data, err := os.ReadFile(r.cfg.File)
+		if err != nil {
+			continue
+		}
+		sum := sha256.Sum256(data)
+		r.reloadMu.Lock()
+		changed := !bytes.Equal(sum[:], r.lastSum[:])
+		r.reloadMu.Unlock()
+		if changed {
+			_ = r.Reload(ctx) // logged and counted by Reload
+		}
+	}
+}
+
+func diff(prev, cur *Snapshot) (added, removed []string) {
+	for _, t := range cur.Tenants {
+		if prev == nil || prev.byID[t.ID] == nil {
+			added = append(added, t.ID)
+		}
+	}
+	if prev != nil {
+		for _, t := range prev.Tenants {
+			if cur.byID[t.ID] == nil {
+				removed = append(removed, t.ID)
+			}
+		}
+	}
+	return added, removed
+}
+
+// head keeps log lines short when a thousand tenants change at once.
+func head(ids []string, n int) []string {
+	if len(ids) > n {
+		return append(ids[:n:n], fmt.Sprintf("… %d more", len(ids)-n))
+	}
+	return ids
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/relaymw/relay/tlsconf"
+)
+
+const certsUsage = `usage: relay certs init [--dir DIR] [--tenants NAME,...] [--force]
+
+Creates a development CA in DIR and issues from it the relay's client
+certificate (relay-client.pem), the ingress server certificate (ingress.pem)
+and a server certificate for each tenant instance (<tenant>.pem), each with
+its key (*-key.pem). Server certificates are for localhost, 127.0.0.1 and ::1.
+Existing files are left alone unless --force is given.
+
+flags:
+`
+
+// runCerts runs "relay certs"; args are the arguments after "certs". It
+// returns the exit code: 0 on success, 2 on a usage error, 1 on a failure.
+func runCerts(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, "relay certs: missing subcommand\n", certsUsage)
+		return 2
+	}
+	if args[0] != "init" {
+		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, certsUsage)
+			return 0
+		}
+		fmt.Fprintf(stderr, "relay certs: unknown subcommand %q\n%s", args[0], certsUsage)
+		return 2
+	}
+
+	fs := flag.NewFlagSet("relay certs init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "certs", "directory to write the files to (created if missing)")
+	tenants := fs.String("tenants", "", "comma-separated tenant names: letters, digits, '-', '_', '.'")
+	force := fs.Bool("force", false, "overwrite existing files")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), certsUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "relay certs init: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+
+	var names []string
+	for _, t := range strings.Split(*tenants, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			names = append(names, t)
+		}
+	}
+	files, err := tlsconf.InitDevCA(*dir, names, *force)
+	if err != nil {
+		fmt.Fprintf(stderr, "relay certs init: %v\n", err)
+		return 1
+	}
+	for _, p := range files.Paths() {
+		fmt.Fprintln(stdout, p)
+	}
+	return 0
+}

@@ -1,0 +1,387 @@
+// Package config is relay serve's configuration: the YAML file, its
+// defaults, the RELAY_… environment overrides, --set flags, secrets from
+// files, and the validation that refuses bad settings at start.
+//
+// Precedence, lowest first: defaults, the file, the environment, flags.
+// Every key has a default; a zero or missing value means the default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of relay serve.
+type Config struct {
+	Ingress  Ingress  `yaml:"ingress"`
+	Admin    Admin    `yaml:"admin"`
+	Meta     Meta     `yaml:"meta"`
+	Kafka    Kafka    `yaml:"kafka"`
+	Tenants  Tenants  `yaml:"tenants"`
+	Delivery Delivery `yaml:"delivery"`
+	Log      Log      `yaml:"log"`
+	Shutdown Shutdown `yaml:"shutdown"`
+
+	// dir is the config file's folder; relative paths are taken from it.
+	dir string
+}
+
+// Ingress is the HTTP(S) listener Meta posts to.
+type Ingress struct {
+	Listen       string `yaml:"listen"`         // default 127.0.0.1:8080
+	Path         string `yaml:"path"`           // default /webhooks/meta
+	MaxBodyBytes int    `yaml:"max_body_bytes"` // default 8388608 (8 MiB); larger bodies get 413
+	TLS          TLS    `yaml:"tls"`            // when set, the ingress serves HTTPS
+	// ReadTimeout and WriteTimeout bound reading a request and writing an
+	// answer; IdleTimeout closes idle keep-alive connections.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`  // default 30s
+	WriteTimeout time.Duration `yaml:"write_timeout"` // default 30s
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // default 120s
+	// MaxConcurrency bounds requests served at once; past it, 503.
+	MaxConcurrency int `yaml:"max_concurrency"` // default 16384
+	// DedupeSize is how many recent event ids are remembered to drop Meta's
+	// redeliveries.
+	DedupeSize int `yaml:"dedupe_size"` // default 200000
+	// RetryAfter is sent with every 503.
+	RetryAfter time.Duration `yaml:"retry_after"` // default 5s
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Admin is the operations listener: /metrics, /healthz, /readyz.
+type Admin struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:9090
+}
+
+// Meta holds what Meta's webhooks are checked against. Secrets may also
+// come from the *_file keys (one per line) or RELAY_META_APP_SECRETS /
+// RELAY_META_VERIFY_TOKENS (comma-separated).
+type Meta struct {
+	VerifyTokens     []string `yaml:"verify_tokens"`
+	VerifyTokensFile string   `yaml:"verify_tokens_file"`
+	AppSecrets       []string `yaml:"app_secrets"`
+	AppSecretsFile   string   `yaml:"app_secrets_file"`
+}
+
+// Kafka is where events are written.
+type Kafka struct {
+	// Brokers of a Kafka cluster; empty runs the embedded broker.
+	Brokers  []string `yaml:"brokers"`
+	Embedded Embedded `yaml:"embedded"`
+	Topics   Topics   `yaml:"topics"`
+	// ProduceTimeout bounds the wait for acks=all; past it the ingress
+	// answers 503.
+	ProduceTimeout time.Duration `yaml:"produce_timeout"` // default 5s
+	// MaxInFlight is how many produce requests may be outstanding; while
+	// they are, new events gather into the next one (group commit).
+	MaxInFlight int `yaml:"max_in_flight"` // default 2
+	// MaxBatchBytes bounds one partition's batch in one produce request.
+	MaxBatchBytes int `yaml:"max_batch_bytes"` // default 1048576
+	// MaxPendingBytes bounds events waiting for a produce request; past it
+	// the ingress answers 503 at once.
+	MaxPendingBytes int `yaml:"max_pending_bytes"` // default 67108864
+	// ReplicationFactor for topics the relay creates; 0 takes the
+	// broker's default (1 for the embedded broker).
+	ReplicationFactor int    `yaml:"replication_factor"`
+	ClientID          string `yaml:"client_id"` // default relay
+}
+
+// Embedded is the single-node Kafka-protocol broker run in-process when no
+// brokers are configured: for development and small installs.
+type Embedded struct {
+	Listen  string `yaml:"listen"`   // default 127.0.0.1:9092
+	DataDir string `yaml:"data_dir"` // default ./data/kafka
+	// SyncWrites fsyncs every batch before acknowledging it. Without it,
+	// acknowledged events survive a crash of the relay process (they are in
+	// the operating system's page cache) but not of the machine.
+	SyncWrites bool `yaml:"sync_writes"`
+}
+
+// Topics names the relay's topics.
+type Topics struct {
+	Events   string `yaml:"events"`   // default relay.events
+	Unrouted string `yaml:"unrouted"` // default relay.unrouted
+	DLQ      string `yaml:"dlq"`      // default relay.dlq
+	Tenants  string `yaml:"tenants"`  // default relay.tenants (partition assignments, compacted)
+}
+
+// Tenants is where the tenants file is and how it is watched.
+type Tenants struct {
+	File string `yaml:"file"` // default tenants.yaml
+	// ReloadInterval is how often the file is checked for changes (SIGHUP
+	// reloads at once).
+	ReloadInterval time.Duration `yaml:"reload_interval"` // default 2s
+	// CacheSize is the account → tenant LRU's size.
+	CacheSize int `yaml:"cache_size"` // default 65536
+}
+
+// Log configures log/slog output on stderr.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or text
+}
+
+// Shutdown bounds the graceful stop on SIGINT/SIGTERM.
+type Shutdown struct {
+	GracePeriod time.Duration `yaml:"grace_period"` // default 25s
+}
+
+// Default returns the configuration with every default filled in.
+func Default() *Config {
+	c := &Config{}
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Ingress.Listen, "127.0.0.1:8080")
+	def(&c.Ingress.Path, "/webhooks/meta")
+	defInt(&c.Ingress.MaxBodyBytes, 8<<20)
+	defDur(&c.Ingress.ReadTimeout, 30*time.Second)
+	defDur(&c.Ingress.WriteTimeout, 30*time.Second)
+	defDur(&c.Ingress.IdleTimeout, 120*time.Second)
+	defInt(&c.Ingress.MaxConcurrency, 16384)
+	defInt(&c.Ingress.DedupeSize, 200000)
+	defDur(&c.Ingress.RetryAfter, 5*time.Second)
+	def(&c.Admin.Listen, "127.0.0.1:9090")
+	def(&c.Kafka.Embedded.Listen, "127.0.0.1:9092")
+	def(&c.Kafka.Embedded.DataDir, "./data/kafka")
+	def(&c.Kafka.Topics.Events, "relay.events")
+	def(&c.Kafka.Topics.Unrouted, "relay.unrouted")
+	def(&c.Kafka.Topics.DLQ, "relay.dlq")
+	def(&c.Kafka.Topics.Tenants, "relay.tenants")
+	defDur(&c.Kafka.ProduceTimeout, 5*time.Second)
+	defInt(&c.Kafka.MaxInFlight, 2)
+	defInt(&c.Kafka.MaxBatchBytes, 1<<20)
+	defInt(&c.Kafka.MaxPendingBytes, 64<<20)
+	def(&c.Kafka.ClientID, "relay")
+	def(&c.Tenants.File, "tenants.yaml")
+	defDur(&c.Tenants.ReloadInterval, 2*time.Second)
+	defInt(&c.Tenants.CacheSize, 1<<16)
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "json")
+	defDur(&c.Shutdown.GracePeriod, 25*time.Second)
+	c.Delivery.setDefaults()
+}
+
+// Load reads the configuration: path (may be empty: defaults only), then
+// the environment (getenv, normally os.Getenv), then sets ("key=value",
+// from --set flags). It resolves secrets files and relative paths; it does
+// not validate: call Validate.
+func Load(path string, getenv func(string) string, sets []string) (*Config, error) {
+	c := &Config{dir: "."}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		c.dir = filepath.Dir(path)
+	}
+	if err := applyEnv(c, getenv); err != nil {
+		return nil, err
+	}
+	for _, s := range sets {
+		key, value, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("--set %q: want key=value, e.g. ingress.listen=127.0.0.1:8081", s)
+		}
+		if err := set(c, key, value); err != nil {
+			return nil, fmt.Errorf("--set %s: %w", key, err)
+		}
+	}
+	c.setDefaults()
+	if err := c.resolveSecrets(); err != nil {
+		return nil, err
+	}
+	c.resolvePaths()
+	return c, nil
+}
+
+// resolveSecrets reads the *_file keys.
+func (c *Config) resolveSecrets() error {
+	read := func(field, path string, into *[]string) error {
+		if path == "" {
+			return nil
+		}
+		data, err := os.ReadFile(c.abs(path))
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				*into = append(*into, line)
+			}
+		}
+		return nil
+	}
+	if err := read("meta.app_secrets_file", c.Meta.AppSecretsFile, &c.Meta.AppSecrets); err != nil {
+		return err
+	}
+	return read("meta.verify_tokens_file", c.Meta.VerifyTokensFile, &c.Meta.VerifyTokens)
+}
+
+func (c *Config) abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// resolvePaths makes every file path relative to the config file's folder.
+func (c *Config) resolvePaths() {
+	for _, p := range []*string{
+		&c.Ingress.TLS.CertFile, &c.Ingress.TLS.KeyFile,
+		&c.Kafka.Embedded.DataDir, &c.Tenants.File,
+		&c.Delivery.ClientCertFile, &c.Delivery.ClientKeyFile,
+	} {
+		*p = c.abs(*p)
+	}
+}
+
+// Validate reports every problem, one error per problem, each naming its
+// field.
+func (c *Config) Validate() []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	hostPort := func(field, v string) {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			bad(field, "%q is not host:port", v)
+		}
+	}
+	hostPort("ingress.listen", c.Ingress.Listen)
+	hostPort("admin.listen", c.Admin.Listen)
+	if !strings.HasPrefix(c.Ingress.Path, "/") {
+		bad("ingress.path", "%q must start with /", c.Ingress.Path)
+	}
+	if c.Ingress.MaxBodyBytes < 1024 {
+		bad("ingress.max_body_bytes", "%d is too small (Meta sends bodies of up to 3 MB)", c.Ingress.MaxBodyBytes)
+	}
+	if (c.Ingress.TLS.CertFile == "") != (c.Ingress.TLS.KeyFile == "") {
+		bad("ingress.tls", "set both cert_file and key_file, or neither")
+	}
+	for _, f := range []struct{ name, path string }{
+		{"ingress.tls.cert_file", c.Ingress.TLS.CertFile}, {"ingress.tls.key_file", c.Ingress.TLS.KeyFile},
+	} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				bad(f.name, "%v", err)
+			}
+		}
+	}
+	positive := map[string]time.Duration{
+		"ingress.read_timeout": c.Ingress.ReadTimeout, "ingress.write_timeout": c.Ingress.WriteTimeout,
+		"ingress.idle_timeout": c.Ingress.IdleTimeout, "ingress.retry_after": c.Ingress.RetryAfter,
+		"kafka.produce_timeout": c.Kafka.ProduceTimeout, "tenants.reload_interval": c.Tenants.ReloadInterval,
+		"shutdown.grace_period": c.Shutdown.GracePeriod,
+	}
+	for _, name := range sortedKeys(positive) {
+		if positive[name] < 0 {
+			bad(name, "must be positive")
+		}
+	}
+	for name, n := range map[string]int{
+		"ingress.max_concurrency": c.Ingress.MaxConcurrency, "ingress.dedupe_size": c.Ingress.DedupeSize,
+		"kafka.max_in_flight": c.Kafka.MaxInFlight, "kafka.max_batch_bytes": c.Kafka.MaxBatchBytes,
+		"kafka.max_pending_bytes": c.Kafka.MaxPendingBytes, "tenants.cache_size": c.Tenants.CacheSize,
+	} {
+		if n < 0 {
+			bad(name, "must be positive")
+		}
+	}
+	if len(nonEmpty(c.Meta.AppSecrets)) == 0 {
+		bad("meta.app_secrets", "at least one Meta app secret is required (or meta.app_secrets_file, or RELAY_META_APP_SECRETS)")
+	}
+	if len(nonEmpty(c.Meta.VerifyTokens)) == 0 {
+		bad("meta.verify_tokens", "at least one verify token is required for Meta's subscription handshake (or meta.verify_tokens_file, or RELAY_META_VERIFY_TOKENS)")
+	}
+	for i, b := range c.Kafka.Brokers {
+		hostPort(fmt.Sprintf("kafka.brokers[%d]", i), b)
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		hostPort("kafka.embedded.listen", c.Kafka.Embedded.Listen)
+	}
+	if c.Kafka.ReplicationFactor < 0 {
+		bad("kafka.replication_factor", "must be 0 (broker default) or more")
+	}
+	if c.Kafka.MaxBatchBytes > 0 && c.Kafka.MaxBatchBytes < 1024 {
+		bad("kafka.max_batch_bytes", "%d is too small", c.Kafka.MaxBatchBytes)
+	}
+	seen := map[string]string{}
+	for _, t := range []struct{ field, name string }{
+		{"kafka.topics.events", c.Kafka.Topics.Events}, {"kafka.topics.unrouted", c.Kafka.Topics.Unrouted},
+		{"kafka.topics.dlq", c.Kafka.Topics.DLQ}, {"kafka.topics.tenants", c.Kafka.Topics.Tenants},
+	} {
+		if other, dup := seen[t.name]; dup {
+			bad(t.field, "%q is also %s", t.name, other)
+		}
+		seen[t.name] = t.field
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "%q must be json or text", c.Log.Format)
+	}
+	errs = append(errs, c.Delivery.validate()...)
+	return errs
+}
+
+// Embedded reports whether relay serve runs the embedded broker.
+func (c *Config) EmbeddedBroker() bool { return len(c.Kafka.Brokers) == 0 }
+
+// BrokerAddrs are the addresses clients connect to.
+func (c *Config) BrokerAddrs() []string {
+	if c.EmbeddedBroker() {
+		return []string{c.Kafka.Embedded.Listen}
+	}
+	return c.Kafka.Brokers
+}
+
+func nonEmpty(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

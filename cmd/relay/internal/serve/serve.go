@@ -1,0 +1,347 @@
+// Package serve assembles relay serve from the configuration: the embedded
+// broker or a cluster, the topics, the tenants, the producer, the ingress,
+// the admin listener; and takes them down again in order.
+package serve
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/valyala/fasthttp"
+
+	"github.com/relaymw/relay/cmd/relay/internal/config"
+	"github.com/relaymw/relay/relay"
+	"github.com/relaymw/relay/tenant"
+	"github.com/relaymw/relay/tlsconf"
+)
+
+// Options are what Run needs besides the configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Reload receives a value for every SIGHUP: reload the tenants file.
+	Reload <-chan struct{}
+	// Version is reported in the relay_build_info metric.
+	Version string
+}
+
+// Run serves until ctx is done, then shuts down gracefully within the
+// configured grace period. It returns nil after a clean shutdown.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	logger := opts.Logger
+	s := &server{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "relay_build_info", Help: "Always 1; the version label says which relay runs."}, []string{"version"})
+	build.WithLabelValues(opts.Version).Set(1)
+	s.reg.MustRegister(build)
+
+	defer s.closeAll()
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	if err := s.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return s.shutdown()
+		}
+		return err
+	}
+	s.ready.Store(true)
+	logger.Info("relay serving", "ingress", s.ingressAddr, "path", cfg.Ingress.Path, "admin", s.adminAddr)
+
+	for {
+		select {
+		case <-ctx.Done():
+			return s.shutdown()
+		case <-opts.Reload:
+			logger.Info("SIGHUP: reloading tenants")
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_ = s.registry.Reload(rctx) // a failure is logged; the previous tenants stay
+			cancel()
+		case err := <-s.serveErr:
+			s.shutdown()
+			return err
+		}
+	}
+}
+
+// server holds what Run started, in start order.
+type server struct {
+	cfg    *config.Config
+	logger *slog.Logger
+	reg    *prometheus.Registry
+
+	broker    *kfake.Cluster
+	transport *kafka.Transport
+	admin     *tenant.Admin
+	registry  *tenant.Registry
+	producer  *relay.Producer
+	ingress   *fasthttp.Server
+	adminSrv  *adminServer
+
+	ingressAddr, adminAddr string
+	ready                  atomic.Bool
+	draining               atomic.Bool
+	serveErr               chan error
+	bg                     sync.WaitGroup
+	bgCancel               context.CancelFunc
+}
+
+// start brings up what does not depend on Kafka: the broker, the admin
+// listener, the Kafka clients.
+func (s *server) start(ctx context.Context) error {
+	s.serveErr = make(chan error, 2)
+	if s.cfg.EmbeddedBroker() {
+		b, err := startEmbedded(s.cfg, s.logger)
+		if err != nil {
+			return err
+		}
+		s.broker = b
+	} else {
+		s.logger.Info("using Kafka cluster", "brokers", s.cfg.Kafka.Brokers)
+	}
+	brokers := s.cfg.BrokerAddrs()
+	s.transport = &kafka.Transport{
+		ClientID:    s.cfg.Kafka.ClientID,
+		DialTimeout: 5 * time.Second,
+		MetadataTTL: time.Second,
+	}
+	rf := s.cfg.Kafka.ReplicationFactor
+	if rf == 0 {
+		rf = -1
+		if s.broker != nil {
+			rf = 1
+		}
+	}
+	s.admin = &tenant.Admin{
+		Client:            &kafka.Client{Addr: kafka.TCP(brokers...), Transport: s.transport, Timeout: 10 * time.Second},
+		Brokers:           brokers,
+		ReplicationFactor: rf,
+	}
+	s.adminSrv = newAdminServer(s.reg, s.readiness)
+	ln, err := net.Listen("tcp", s.cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	s.adminAddr = ln.Addr().String()
+	go func() {
+		if err := s.adminSrv.Serve(ln); err != nil {
+			s.serveErr <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+	return nil
+}
+
+// setup waits for Kafka (retrying, not ready meanwhile), creates the
+// topics, loads the tenants and starts the ingress.
+func (s *server) setup(ctx context.Context) error {
+	cfg := s.cfg
+	pm := relay.NewProducerMetrics(s.reg)
+	p, err := relay.NewProducer(relay.ProducerConfig{
+		Transport:       s.transport,
+		Addr:            kafka.TCP(cfg.BrokerAddrs()...),
+		MaxInFlight:     cfg.Kafka.MaxInFlight,
+		MaxBatchBytes:   cfg.Kafka.MaxBatchBytes,
+		MaxPendingBytes: cfg.Kafka.MaxPendingBytes,
+		AckTimeout:      cfg.Kafka.ProduceTimeout,
+		Logger:          s.logger.With("component", "producer"),
+		Metrics:         pm,
+	})
+	if err != nil {
+		return err
+	}
+	s.producer = p
+
+	assigner := &tenant.Assigner{Admin: s.admin, Topic: cfg.Kafka.Topics.Tenants, Events: cfg.Kafka.Topics.Events}
+	reg, err := tenant.NewRegistry(tenant.RegistryConfig{
+		File:       cfg.Tenants.File,
+		Assigner:   assigner,
+		CacheSize:  cfg.Tenants.CacheSize,
+		Logger:     s.logger.With("component", "tenants"),
+		Registerer: s.reg,
+		BeforeSwap: func(ctx context.Context, snap *tenant.Snapshot) error {
+			return p.WaitPartitions(ctx, cfg.Kafka.Topics.Events, snap.Partitions())
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.registry = reg
+
+	// The tenants file must be valid at start: refuse to run on a broken one.
+	if _, err := tenant.LoadFile(cfg.Tenants.File); err != nil {
+		return err
+	}
+	topicConfigs := map[string]string{"max.message.bytes": strconv.Itoa(cfg.Ingress.MaxBodyBytes + 1<<20)}
+	if err := retry(ctx, s.logger, "create topics", func(ctx context.Context) error {
+		return assigner.EnsureTopics(ctx, tenant.TopicSpec{Name: cfg.Kafka.Topics.Events, Partitions: 1, Configs: topicConfigs})
+	}); err != nil {
+		return err
+	}
+	if err := retry(ctx, s.logger, "create topics", func(ctx context.Context) error {
+		return s.admin.EnsureTopics(ctx,
+			tenant.TopicSpec{Name: cfg.Kafka.Topics.Unrouted, Partitions: 1, Configs: topicConfigs},
+			tenant.TopicSpec{Name: cfg.Kafka.Topics.DLQ, Partitions: 1, Configs: topicConfigs},
+		)
+	}); err != nil {
+		return err
+	}
+	if err := retry(ctx, s.logger, "load tenants", reg.Reload); err != nil {
+		return err
+	}
+
+	verifier, err := relay.NewVerifier(cfg.Meta.AppSecrets)
+	if err != nil {
+		return err
+	}
+	dedupe, err := relay.NewDedupe(cfg.Ingress.DedupeSize)
+	if err != nil {
+		return err
+	}
+	ing, err := relay.NewIngress(relay.IngressConfig{
+		Path:           cfg.Ingress.Path,
+		VerifyTokens:   cfg.Meta.VerifyTokens,
+		Verifier:       verifier,
+		Resolver:       reg,
+		Ready:          func() bool { return reg.Snapshot() != nil },
+		Writer:         p,
+		Dedupe:         dedupe,
+		EventsTopic:    cfg.Kafka.Topics.Events,
+		UnroutedTopic:  cfg.Kafka.Topics.Unrouted,
+		ProduceTimeout: cfg.Kafka.ProduceTimeout,
+		RetryAfter:     cfg.Ingress.RetryAfter,
+		Metrics:        relay.NewMetrics(s.reg),
+		Logger:         s.logger.With("component", "ingress"),
+	})
+	if err != nil {
+		return err
+	}
+	s.ingress = ing.NewServer(relay.ServerConfig{
+		MaxBodyBytes:   cfg.Ingress.MaxBodyBytes,
+		ReadTimeout:    cfg.Ingress.ReadTimeout,
+		WriteTimeout:   cfg.Ingress.WriteTimeout,
+		IdleTimeout:    cfg.Ingress.IdleTimeout,
+		MaxConcurrency: cfg.Ingress.MaxConcurrency,
+	})
+	ln, err := net.Listen("tcp", cfg.Ingress.Listen)
+	if err != nil {
+		return fmt.Errorf("ingress.listen: %w", err)
+	}
+	if cfg.Ingress.TLS.CertFile != "" {
+		ts, err := tlsconf.NewServer(cfg.Ingress.TLS.CertFile, cfg.Ingress.TLS.KeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("ingress.tls: %w", err)
+		}
+		ln = tls.NewListener(ln, ts.Config())
+	}
+	s.ingressAddr = ln.Addr().String()
+	go func() {
+		if err := s.ingress.Serve(ln); err != nil {
+			s.serveErr <- fmt.Errorf("ingress listener: %w", err)
+		}
+	}()
+
+	bgCtx, cancel := context.WithCancel(context.Background())
+	s.bgCancel = cancel
+	s.bg.Go(func() { reg.Watch(bgCtx, cfg.Tenants.ReloadInterval) })
+	return nil
+}
+
+// readiness is /readyz: tenants loaded, Kafka reachable, not draining.
+func (s *server) readiness(ctx context.Context) error {
+	switch {
+	case s.draining.Load():
+		return errors.New("shutting down")
+	case !s.ready.Load() || s.registry == nil || s.registry.Snapshot() == nil:
+		return errors.New("starting: waiting for Kafka and the tenants")
+	}
+	if _, err := s.admin.Partitions(ctx, s.cfg.Kafka.Topics.Events); err != nil {
+		return fmt.Errorf("kafka unreachable: %w", err)
+	}
+	return nil
+}
+
+// shutdown stops accepting, finishes in-flight requests, flushes the
+// producer and closes, all within the grace period.
+func (s *server) shutdown() error {
+	s.draining.Store(true)
+	grace := s.cfg.Shutdown.GracePeriod
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	s.logger.Info("shutting down", "grace_period", grace)
+	var errs []error
+	if s.ingress != nil {
+		if err := s.ingress.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("ingress: %w", err))
+		}
+	}
+	if s.producer != nil {
+		if err := s.producer.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.bgCancel != nil {
+		s.bgCancel()
+	}
+	s.bg.Wait()
+	if s.adminSrv != nil {
+		if err := s.adminSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin: %w", err))
+		}
+	}
+	s.closeAll()
+	if len(errs) > 0 {
+		return fmt.Errorf("shutdown: %w", errors.Join(errs...))
+	}
+	s.logger.Info("shut down cleanly")
+	return nil
+}
+
+// closeAll releases the Kafka clients and the broker; safe to call twice.
+func (s *server) closeAll() {
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
+	if s.broker != nil {
+		s.broker.Close()
+		s.broker = nil
+	}
+}
+
+// retry calls fn until it succeeds, with backoff up to 10s, logging each
+// failure; it gives up only when ctx is done or fn's error is permanent
+// (an invalid tenants file).
+func retry(ctx context.Context, logger *slog.Logger, what string, fn func(context.Context) error) error {
+	delay := 200 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, tenant.ErrInvalidFile) {
+			return err
+		}
+		logger.Warn(what+" failed; retrying", "err", err, "in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w (last error: %w)", what, ctx.Err(), err)
+		case <-t.C:
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}

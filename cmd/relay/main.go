@@ -1,0 +1,57 @@
+// Command relay is the Meta webhook relay: one binary that serves the
+// ingress and delivery (serve), checks a configuration (check-config),
+// makes development certificates (certs), and measures itself (bench).
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `usage: relay <command> [flags]
+
+commands:
+  serve         run the relay (ingress, Kafka, delivery)
+  check-config  validate a configuration and its tenants file
+  certs         make a development CA and certificates
+  version       print the version
+
+Run "relay <command> -h" for a command's flags.
+`
+
+// commands maps each subcommand to its runner: args after the command
+// name in, exit code out.
+var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"serve":        runServe,
+	"check-config": runCheckConfig,
+	"certs":        runCerts,
+	"version": func(_ []string, stdout, _ io.Writer) int {
+		fmt.Fprintln(stdout, "relay", version)
+		return 0
+	},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "relay: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	return cmd(args[1:], stdout, stderr)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/relaymw/relay/cmd/relay/internal/config"
+	"github.com/relaymw/relay/cmd/relay/internal/serve"
+	"github.com/relaymw/relay/tenant"
+)
+
+// setFlags collects repeated --set key=value flags.
+type setFlags []string
+
+func (s *setFlags) String() string     { return strings.Join(*s, ",") }
+func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
+
+// loadConfig parses the flags every config-reading command shares and
+// loads the configuration (file < environment < flags).
+func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, int) {
+	fs := flag.NewFlagSet("relay "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("RELAY_CONFIG"), "configuration file (YAML); also RELAY_CONFIG")
+	var sets setFlags
+	fs.Var(&sets, "set", "override one key, e.g. --set ingress.listen=127.0.0.1:8081 (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0
+		}
+		return nil, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "relay %s: unexpected argument %q\n", name, fs.Arg(0))
+		return nil, 2
+	}
+	cfg, err := config.Load(*path, os.Getenv, sets)
+	if err != nil {
+		fmt.Fprintf(stderr, "relay %s: %v\n", name, err)
+		return nil, 1
+	}
+	return cfg, -1
+}
+
+func runCheckConfig(args []string, stdout, stderr io.Writer) int {
+	cfg, code := loadConfig("check-config", args, stderr)
+	if cfg == nil {
+		return code
+	}
+	errs := cfg.Validate()
+	if _, err := tenant.LoadFile(cfg.Tenants.File); err != nil {
+		errs = append(errs, tenantErrors(err)...)
+	}
+	for _, err := range errs {
+		fmt.Fprintln(stderr, err)
+	}
+	if len(errs) > 0 {
+		return 1
+	}
+	fmt.Fprintln(stdout, "configuration ok")
+	return 0
+}
+
+// tenantErrors splits a tenants file error into one line per problem.
+func tenantErrors(err error) []error {
+	var out []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		out = append(out, fmt.Errorf("tenants.file: %s", strings.TrimPrefix(line, tenant.ErrInvalidFile.Error()+": ")))
+	}
+	return out
+}
+
+func runServe(args []string, _, stderr io.Writer) int {
+	cfg, code := loadConfig("serve", args, stderr)
+	if cfg == nil {
+		return code
+	}
+	if errs := cfg.Validate(); len(errs) > 0 {
+		for _, err := range errs {
+			fmt.Fprintln(stderr, err)
+		}
+		return 1
+	}
+	logger := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	if err := serve.Run(ctx, cfg, serve.Options{Logger: logger, Reload: reload, Version: version}); err != nil {
+		logger.Error("relay stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,262 @@
+package tlsconf
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// KeyPair is a certificate chain and its private key loaded from two PEM
+// files and re-read when they change. It accepts what openssl writes: PKCS#1
+// RSA, PKCS#8 and SEC1 EC keys, and a certificate file holding the leaf
+// followed by its intermediates. Its methods are safe for concurrent use.
+type KeyPair struct {
+	r *reloader[*tls.Certificate]
+}
+
+// LoadKeyPair loads certFile and keyFile. Later handshakes pick up new
+// content of either file (see CheckInterval); a replacement that does not
+// parse keeps the loaded certificate and is reported by LastError.
+// It accepts CheckInterval only.
+func LoadKeyPair(certFile, keyFile string, opts ...Option) (*KeyPair, error) {
+	o := applyOptions(opts)
+	if err := o.check(false, false); err != nil {
+		return nil, fmt.Errorf("reload: key pair: %w", err)
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("reload: key pair: empty cert or key file path")
+	}
+	r, err := newReloader(o, parseKeyPair, certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPair{r: r}, nil
+}
+
+// Certificate returns the current certificate, first re-reading the files
+// if the check interval has passed. Its Leaf is set.
+func (k *KeyPair) Certificate() *tls.Certificate { return k.r.get() }
+
+// GetCertificate returns the current certificate; it fits
+// tls.Config.GetCertificate.
+func (k *KeyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return k.r.get(), nil
+}
+
+// GetClientCertificate returns the current certificate; it fits
+// tls.Config.GetClientCertificate.
+func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return k.r.get(), nil
+}
+
+// Reload re-reads the files now. If their content changed and does not
+// parse, it returns the error and keeps the loaded certificate.
+func (k *KeyPair) Reload() error { return k.r.reload() }
+
+// LastError returns the error of the latest read of the files, lazy or
+// explicit, or nil if the files matched or replaced the loaded certificate.
+func (k *KeyPair) LastError() error { return k.r.lastError() }
+
+// CAPool is a pool of CA certificates loaded from a PEM bundle file and
+// re-read when it changes. Its methods are safe for concurrent use.
+type CAPool struct {
+	r *reloader[*x509.CertPool]
+}
+
+// LoadCAPool loads the PEM bundle in caFile, which must hold at least one
+// certificate. Later handshakes pick up new content (see CheckInterval); a
+// replacement that does not parse keeps the loaded pool and is reported by
+// LastError. It accepts CheckInterval only.
+func LoadCAPool(caFile string, opts ...Option) (*CAPool, error) {
+	o := applyOptions(opts)
+	if err := o.check(false, false); err != nil {
+		return nil, fmt.Errorf("reload: CA pool: %w", err)
+	}
+	if caFile == "" {
+		return nil, errors.New("reload: CA pool: empty CA file path")
+	}
+	r, err := newReloader(o, parseCAPool, caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &CAPool{r: r}, nil
+}
+
+// Pool returns the current pool, first re-reading the file if the check
+// interval has passed. The pool must not be modified.
+func (p *CAPool) Pool() *x509.CertPool { return p.r.get() }
+
+// Reload re-reads the file now. If its content changed and does not parse,
+// it returns the error and keeps the loaded pool.
+func (p *CAPool) Reload() error { return p.r.reload() }
+
+// LastError returns the error of the latest read of the file, lazy or
+// explicit, or nil if the file matched or replaced the loaded pool.
+func (p *CAPool) LastError() error { return p.r.lastError() }
+
+// reloader holds the value parsed from a set of files and parses them again
+// when their content changes. Checks run in the caller's goroutine.
+type reloader[T any] struct {
+	files    []string
+	parse    func(data [][]byte) (T, error)
+	interval time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	value   T
+	sum     [sha256.Size]byte // of the files value was parsed from
+	checked time.Time         // time of the latest check
+	err     error             // of the latest check
+}
+
+func newReloader[T any](o options, parse func([][]byte) (T, error), files ...string) (*reloader[T], error) {
+	r := &reloader[T]{files: files, parse: parse, interval: o.checkInterval, now: o.now}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checked = r.now()
+	if err := r.reloadLocked(true); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// get returns the current value after a check, if one is due.
+func (r *reloader[T]) get() T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.interval >= 0 {
+		now := r.now()
+		if now.Sub(r.checked) >= r.interval || now.Before(r.checked) {
+			r.checked = now
+			_ = r.reloadLocked(false) // kept in r.err for LastError
+		}
+	}
+	return r.value
+}
+
+func (r *reloader[T]) reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checked = r.now()
+	return r.reloadLocked(false)
+}
+
+func (r *reloader[T]) lastError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// reloadLocked reads the files and, if their content differs from what value
+// was parsed from (or first is set), parses them and replaces value. On
+// failure value is kept. r.mu must be held.
+func (r *reloader[T]) reloadLocked(first bool) error {
+	data := make([][]byte, len(r.files))
+	h := sha256.New()
+	for i, name := range r.files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			r.err = fmt.Errorf("reload: %w", err)
+			return r.err
+		}
+		data[i] = b
+		_ = binary.Write(h, binary.BigEndian, uint64(len(b)))
+		h.Write(b)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	if !first && sum == r.sum {
+		r.err = nil
+		return nil
+	}
+	v, err := r.parse(data)
+	if err != nil {
+		r.err = fmt.Errorf("reload: %s: %w", joinNames(r.files), err)
+		return r.err
+	}
+	r.value, r.sum, r.err = v, sum, nil
+	return nil
+}
+
+func joinNames(files []string) string {
+	if len(files) == 1 {
+		return files[0]
+	}
+	return fmt.Sprintf("%s and %s", files[0], files[1])
+}
+
+// parseKeyPair parses data[0] as the certificate chain and data[1] as its key.
+func parseKeyPair(data [][]byte) (*tls.Certificate, error) {
+	if err := checkPEMComplete(data[0]); err != nil {
+		return nil, fmt.Errorf("cert file: %w", err)
+	}
+	if err := checkPEMComplete(data[1]); err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	cert, err := tls.X509KeyPair(data[0], data[1])
+	if err != nil {
+		return nil, err
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("cert file: %w", err)
+		}
+	}
+	return &cert, nil
+}
+
+// parseCAPool parses data[0] as a bundle of PEM certificates; blocks of
+// other types are skipped.
+func parseCAPool(data [][]byte) (*x509.CertPool, error) {
+	if err := checkPEMComplete(data[0]); err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data[0]; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return pool, nil
+}
+
+// checkPEMComplete reports a PEM block that begins but does not end, as in a
+// file read while it is being written: pem.Decode and tls.X509KeyPair would
+// silently drop it, and with it an intermediate certificate or a CA.
+func checkPEMComplete(data []byte) error {
+	rest := data
+	for {
+		block, r := pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		rest = r
+	}
+	if bytes.Contains(rest, []byte("-----BEGIN")) {
+		return errors.New("truncated or malformed PEM block")
+	}
+	return nil
+}

@@ -58,7 +58,8 @@ type IngressConfig struct {
 	UnroutedTopic string
 	// ProduceTimeout bounds the wait for Kafka; past it the answer is 503.
 	ProduceTimeout time.Duration
-	// RetryAfter is sent with every 503 (whole seconds, at least 1).
+	// RetryAfter is sent with every 503 (whole seconds, at least 1;
+	// default 5s).
 	RetryAfter time.Duration
 	Metrics    *Metrics
 	Logger     *slog.Logger
@@ -88,6 +89,9 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5 * time.Second
 	}
 	ra := int(cfg.RetryAfter / time.Second)
 	return &Ingress{cfg: cfg, retryAfter: strconv.Itoa(max(ra, 1))}, nil

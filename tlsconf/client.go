@@ -26,14 +26,21 @@ type Client struct {
 
 // NewClient loads the relay's client certificate from certFile and keyFile.
 // It accepts CheckInterval and HandshakeTimeout.
+//
+// With both file names empty the client presents no certificate: plain
+// TLS, for instances that do not ask for one.
 func NewClient(certFile, keyFile string, opts ...Option) (*Client, error) {
 	o := applyOptions(opts)
 	if err := o.check(false, true); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	kp, err := LoadKeyPair(certFile, keyFile, CheckInterval(o.checkInterval), withClock(o.now))
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+	var kp *KeyPair
+	if certFile != "" || keyFile != "" {
+		var err error
+		kp, err = LoadKeyPair(certFile, keyFile, CheckInterval(o.checkInterval), withClock(o.now))
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
 	}
 	return &Client{
 		keyPair:          kp,
@@ -61,6 +68,9 @@ func (c *Client) Dialer(caFile string) (*Dialer, error) {
 // Reload re-reads the client certificate and key files now. If they do not
 // parse, it returns the error and keeps the loaded certificate.
 func (c *Client) Reload() error {
+	if c.keyPair == nil {
+		return nil
+	}
 	if err := c.keyPair.Reload(); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
@@ -70,6 +80,9 @@ func (c *Client) Reload() error {
 // LastError returns the error of the latest read of the client certificate
 // files, or nil if they matched or replaced what was loaded.
 func (c *Client) LastError() error {
+	if c.keyPair == nil {
+		return nil
+	}
 	if err := c.keyPair.LastError(); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
@@ -122,11 +135,11 @@ func (d *Dialer) Config() *tls.Config {
 	if d.roots != nil {
 		roots = d.roots.Pool()
 	}
-	return &tls.Config{
-		MinVersion:           tls.VersionTLS12,
-		RootCAs:              roots,
-		GetClientCertificate: d.client.keyPair.GetClientCertificate,
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	if d.client.keyPair != nil {
+		cfg.GetClientCertificate = d.client.keyPair.GetClientCertificate
 	}
+	return cfg
 }
 
 // Reload re-reads the destination's CA file now. If it does not parse, it

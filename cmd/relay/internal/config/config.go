@@ -314,12 +314,13 @@ func (c *Config) Validate() []error {
 			bad(name, "must be positive")
 		}
 	}
-	for name, n := range map[string]int{
+	counts := map[string]int{
 		"ingress.max_concurrency": c.Ingress.MaxConcurrency, "ingress.dedupe_size": c.Ingress.DedupeSize,
 		"kafka.max_in_flight": c.Kafka.MaxInFlight, "kafka.max_batch_bytes": c.Kafka.MaxBatchBytes,
 		"kafka.max_pending_bytes": c.Kafka.MaxPendingBytes, "tenants.cache_size": c.Tenants.CacheSize,
-	} {
-		if n < 0 {
+	}
+	for _, name := range sortedKeys(counts) {
+		if counts[name] < 0 {
 			bad(name, "must be positive")
 		}
 	}

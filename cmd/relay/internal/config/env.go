@@ -95,6 +95,12 @@ func assign(v reflect.Value, s string) error {
 			return err
 		}
 		v.SetInt(int64(n))
+	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(&b))
 	case v.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(s)
 		if err != nil {

@@ -40,7 +40,7 @@ type Options struct {
 // configured grace period. It returns nil after a clean shutdown.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	logger := opts.Logger
-	s := &server{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+	s := &server{cfg: cfg, logger: logger, reg: prometheus.NewRegistry(), version: opts.Version}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "relay_build_info", Help: "Always 1; the version label says which relay runs."}, []string{"version"})
 	build.WithLabelValues(opts.Version).Set(1)
@@ -77,9 +77,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 // server holds what Run started, in start order.
 type server struct {
-	cfg    *config.Config
-	logger *slog.Logger
-	reg    *prometheus.Registry
+	cfg     *config.Config
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	version string
 
 	broker    *kfake.Cluster
 	transport *kafka.Transport
@@ -255,6 +256,11 @@ func (s *server) setup(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.bg.Go(func() { reg.Watch(bgCtx, cfg.Tenants.ReloadInterval) })
+	if cfg.Delivery.On() {
+		s.bg.Go(func() { s.runDelivery(bgCtx) })
+	} else {
+		s.logger.Info("delivery is off on this node (delivery.enabled: false)")
+	}
 	return nil
 }
 
@@ -273,7 +279,8 @@ func (s *server) readiness(ctx context.Context) error {
 }
 
 // shutdown stops accepting, finishes in-flight requests, flushes the
-// producer and closes, all within the grace period.
+// producer, drains delivery and commits its offsets, and closes, all within
+// the grace period.
 func (s *server) shutdown() error {
 	s.draining.Store(true)
 	grace := s.cfg.Shutdown.GracePeriod

@@ -1,0 +1,103 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/relaymw/relay/delivery"
+	"github.com/relaymw/relay/tlsconf"
+)
+
+// runDelivery runs the instance sink in its consumer group until ctx is
+// done. If the relay's client certificate is configured but not there yet,
+// it waits for it, saying so, rather than failing the whole relay.
+func (s *server) runDelivery(ctx context.Context) {
+	cfg := s.cfg
+	log := s.logger.With("component", "delivery")
+	tlsClient, err := s.waitClientCert(ctx, log)
+	if err != nil {
+		return
+	}
+	transport := &kafka.Transport{ClientID: cfg.Kafka.ClientID + "-delivery", DialTimeout: 5 * time.Second, MetadataTTL: 2 * time.Second}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerAddrs()...), Transport: transport, Timeout: 10 * time.Second}
+	sink, err := delivery.NewSink(delivery.SinkConfig{
+		Tenants:      s.registry,
+		TLS:          tlsClient,
+		DeadLetters:  &delivery.DLQ{Client: client, Topic: cfg.Kafka.Topics.DLQ, Events: cfg.Kafka.Topics.Events},
+		Timeout:      cfg.Delivery.Timeout,
+		MaxAttempts:  cfg.Delivery.MaxAttempts,
+		MaxAge:       cfg.Delivery.MaxAge,
+		MaxInFlight:  cfg.Delivery.MaxInFlightPerTenant,
+		RetryInitial: cfg.Delivery.RetryInitial,
+		RetryMax:     cfg.Delivery.RetryMax,
+		Breaker:      delivery.BreakerConfig{Failures: cfg.Delivery.Breaker.Failures, OpenFor: cfg.Delivery.Breaker.OpenFor},
+		UserAgent:    "relay/" + s.version,
+		Metrics:      delivery.NewSinkMetrics(s.reg),
+		Logger:       log,
+	})
+	if err != nil {
+		log.Error("delivery not started", "err", err)
+		return
+	}
+	defer sink.Close()
+	err = delivery.Run(ctx, delivery.RuntimeConfig{
+		Brokers:        cfg.BrokerAddrs(),
+		Group:          cfg.Delivery.Group + "." + sink.Name(),
+		Topic:          cfg.Kafka.Topics.Events,
+		Module:         sink,
+		Transport:      transport,
+		CommitInterval: cfg.Delivery.CommitInterval,
+		Drain:          max(cfg.Shutdown.GracePeriod/2, cfg.Delivery.Timeout),
+		Metrics:        delivery.NewRuntimeMetrics(s.reg),
+		Logger:         log,
+	})
+	if err != nil {
+		log.Error("delivery stopped", "err", err)
+	}
+}
+
+// waitClientCert loads the relay's client certificate, waiting while its
+// files do not exist yet.
+func (s *server) waitClientCert(ctx context.Context, log interface {
+	Warn(string, ...any)
+	Error(string, ...any)
+}) (*tlsconf.Client, error) {
+	cert, key := s.cfg.Delivery.ClientCertFile, s.cfg.Delivery.ClientKeyFile
+	if cert == "" {
+		log.Warn("delivery.client_cert_file is not set: instances get plain TLS without a client certificate; those that require mutual TLS will refuse the relay")
+	}
+	warned := false
+	for {
+		c, err := tlsconf.NewClient(cert, key)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			log.Error("delivery not started: the relay's client certificate does not load", "err", err)
+			return nil, err
+		}
+		if !warned {
+			log.Warn("delivery waits for the relay's client certificate (create one with: relay certs init --dir certs)", "cert_file", cert, "key_file", key)
+			warned = true
+		}
+		if !sleepCtx(ctx, 2*time.Second) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,192 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// headerDLQMarker marks a redrive marker record in the DLQ topic: every
+// earlier dead letter of its tenant was redriven.
+const headerDLQMarker = "relay-dlq-marker"
+
+// DLQ is the dead-letter topic: one partition, so dead letters keep the
+// order in which they were given up on, which for one tenant is the
+// order of its partition.
+type DLQ struct {
+	// Client reaches the cluster (its Addr set to the bootstrap brokers).
+	Client *kafka.Client
+	// Topic is the dead-letter topic (relay.dlq).
+	Topic string
+	// Events is the events topic, where a redrive writes back to.
+	Events string
+}
+
+var _ DeadLetters = (*DLQ)(nil)
+
+// DeadLetter writes ev to the DLQ with acks=all: its original key, value
+// and headers, plus relay-dlq-reason, relay-attempts and
+// relay-first-attempt-at.
+func (d *DLQ) DeadLetter(ctx context.Context, ev *Event, reason string, attempts int, first time.Time) error {
+	headers := make([]kafka.Header, 0, len(ev.Headers)+3)
+	for _, h := range ev.Headers {
+		if !strings.HasPrefix(h.Key, "relay-dlq-") && h.Key != HeaderDLQAttempts && h.Key != HeaderDLQFirstAttemptAt {
+			headers = append(headers, h)
+		}
+	}
+	headers = append(headers,
+		kafka.Header{Key: HeaderDLQReason, Value: []byte(reason)},
+		kafka.Header{Key: HeaderDLQAttempts, Value: []byte(strconv.Itoa(attempts))},
+		kafka.Header{Key: HeaderDLQFirstAttemptAt, Value: []byte(first.UTC().Format(time.RFC3339Nano))},
+	)
+	key := ev.Key
+	if len(key) == 0 {
+		key = []byte(ev.Tenant)
+	}
+	return d.produce(ctx, d.Topic, 0, []kafka.Record{{Key: kafka.NewBytes(key), Value: kafka.NewBytes(ev.Value), Headers: headers, Time: ev.Time}})
+}
+
+func (d *DLQ) produce(ctx context.Context, topic string, partition int, recs []kafka.Record) error {
+	res, err := d.Client.Produce(ctx, &kafka.ProduceRequest{
+		Topic: topic, Partition: partition, RequiredAcks: kafka.RequireAll,
+		Records: kafka.NewRecordReader(recs...),
+	})
+	if err != nil {
+		return fmt.Errorf("write %s/%d: %w", topic, partition, err)
+	}
+	if res.Error != nil {
+		return fmt.Errorf("write %s/%d: %w", topic, partition, res.Error)
+	}
+	return nil
+}
+
+// DeadLetter is one event in the DLQ.
+type DeadLetter struct {
+	Offset       int64
+	Tenant       string
+	EventID      string
+	Reason       string
+	Attempts     int
+	FirstAttempt time.Time
+	ReceivedAt   time.Time
+	Key          []byte
+	Value        []byte
+	Headers      []kafka.Header
+}
+
+// List returns tenant's dead letters not yet redriven, in order.
+func (d *DLQ) List(ctx context.Context, tenantID string) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := d.scan(ctx, func(offset int64, key, value []byte, headers []kafka.Header) {
+		ev := Event{Headers: headers}
+		ev.fill()
+		if ev.Tenant == "" {
+			ev.Tenant = string(key)
+		}
+		if ev.Tenant != tenantID {
+			return
+		}
+		if ev.Header(headerDLQMarker) != nil {
+			out = out[:0] // everything before the marker was redriven
+			return
+		}
+		dl := DeadLetter{
+			Offset: offset, Tenant: ev.Tenant, EventID: ev.ID, ReceivedAt: ev.ReceivedAt,
+			Reason: string(ev.Header(HeaderDLQReason)), Key: key, Value: value, Headers: headers,
+		}
+		dl.Attempts, _ = strconv.Atoi(string(ev.Header(HeaderDLQAttempts)))
+		dl.FirstAttempt, _ = time.Parse(time.RFC3339Nano, string(ev.Header(HeaderDLQFirstAttemptAt)))
+		out = append(out, dl)
+	})
+	return out, err
+}
+
+// scan reads the whole DLQ partition in order.
+func (d *DLQ) scan(ctx context.Context, fn func(offset int64, key, value []byte, headers []kafka.Header)) error {
+	offset := kafka.FirstOffset
+	for {
+		res, err := d.Client.Fetch(ctx, &kafka.FetchRequest{
+			Topic: d.Topic, Partition: 0, Offset: offset, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
+		})
+		if err != nil {
+			return fmt.Errorf("read %s: %w", d.Topic, err)
+		}
+		if res.Error != nil {
+			return fmt.Errorf("read %s: %w", d.Topic, res.Error)
+		}
+		for {
+			r, err := res.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", d.Topic, err)
+			}
+			var key, value []byte
+			if r.Key != nil {
+				key, _ = io.ReadAll(r.Key)
+			}
+			if r.Value != nil {
+				value, _ = io.ReadAll(r.Value)
+			}
+			fn(r.Offset, key, value, r.Headers)
+			offset = r.Offset + 1
+		}
+		if offset < 0 {
+			offset = max(res.LogStartOffset, 0)
+		}
+		if offset >= res.HighWatermark {
+			return nil
+		}
+	}
+}
+
+// Redrive writes tenant's dead letters back into its partition of the
+// events topic, in their original order, with their original key, value
+// and headers (the DLQ's own headers dropped, relay-redriven-at added), then
+// marks them redriven so that a later redrive does not repeat them. If the
+// process dies between the two steps, a later redrive repeats them: the
+// instance sees the same webhook-id twice.
+func (d *DLQ) Redrive(ctx context.Context, tenantID string, partition int32) (int, error) {
+	dls, err := d.List(ctx, tenantID)
+	if err != nil || len(dls) == 0 {
+		return 0, err
+	}
+	now := time.Now().UTC()
+	recs := make([]kafka.Record, 0, len(dls))
+	for _, dl := range dls {
+		var headers []kafka.Header
+		for _, h := range dl.Headers {
+			switch h.Key {
+			case HeaderDLQReason, HeaderDLQAttempts, HeaderDLQFirstAttemptAt, HeaderRedrivenAt:
+				continue
+			}
+			headers = append(headers, h)
+		}
+		headers = append(headers, kafka.Header{Key: HeaderRedrivenAt, Value: []byte(now.Format(time.RFC3339Nano))})
+		recs = append(recs, kafka.Record{Key: kafka.NewBytes(dl.Key), Value: kafka.NewBytes(dl.Value), Headers: headers, Time: now})
+	}
+	// One produce request per chunk, in order.
+	for start := 0; start < len(recs); start += 500 {
+		end := min(start+500, len(recs))
+		if err := d.produce(ctx, d.Events, int(partition), recs[start:end]); err != nil {
+			return start, err
+		}
+	}
+	marker, _ := json.Marshal(map[string]any{"tenant": tenantID, "redriven_through": dls[len(dls)-1].Offset, "count": len(dls), "at": now})
+	err = d.produce(ctx, d.Topic, 0, []kafka.Record{{
+		Key: kafka.NewBytes([]byte(tenantID)), Value: kafka.NewBytes(marker), Time: now,
+		Headers: []kafka.Header{{Key: HeaderTenant, Value: []byte(tenantID)}, {Key: headerDLQMarker, Value: []byte("redriven")}},
+	}})
+	if err != nil {
+		return len(dls), fmt.Errorf("redriven, but marking them so failed (a later redrive repeats them): %w", err)
+	}
+	return len(dls), nil
+}

@@ -1,0 +1,462 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/relaymw/relay/delivery/internal/backoff"
+	"github.com/relaymw/relay/tenant"
+	"github.com/relaymw/relay/tlsconf"
+)
+
+// Tenants gives the tenants currently in force; *tenant.Registry is one.
+type Tenants interface {
+	Snapshot() *tenant.Snapshot
+}
+
+// DeadLetters takes the events delivery gave up on.
+type DeadLetters interface {
+	DeadLetter(ctx context.Context, ev *Event, reason string, attempts int, firstAttempt time.Time) error
+}
+
+// BreakerConfig shapes each tenant's circuit breaker.
+type BreakerConfig struct {
+	// Failures is how many consecutive failed attempts open it (default 5).
+	Failures int
+	// OpenFor is how long it stays open before a half-open probe (default 30s).
+	OpenFor time.Duration
+}
+
+// SinkConfig configures the instance sink.
+type SinkConfig struct {
+	Tenants Tenants
+	// TLS presents the relay's client certificate (mutual TLS).
+	TLS *tlsconf.Client
+	// DeadLetters receives what delivery gives up on.
+	DeadLetters DeadLetters
+	// Timeout bounds one attempt (default 10s).
+	Timeout time.Duration
+	// MaxAttempts and MaxAge bound retries of one event (defaults 15, 72h).
+	MaxAttempts int
+	MaxAge      time.Duration
+	// MaxInFlight is the default window per tenant (default 1: in order).
+	MaxInFlight int
+	// RetryInitial and RetryMax space retries: retry n waits a random time
+	// up to min(RetryMax, RetryInitial·2^(n-1)) (full jitter), or the
+	// instance's Retry-After (defaults 1s and 30m).
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+	Breaker      BreakerConfig
+	// ConfigPoll is how often a paused tenant's configuration is checked
+	// for a change (default 1s).
+	ConfigPoll time.Duration
+	UserAgent  string
+	Metrics    *SinkMetrics
+	Logger     *slog.Logger
+}
+
+func (c *SinkConfig) setDefaults() {
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 15
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = 72 * time.Hour
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 1
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = time.Second
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 30 * time.Minute
+	}
+	if c.Breaker.Failures <= 0 {
+		c.Breaker.Failures = 5
+	}
+	if c.Breaker.OpenFor <= 0 {
+		c.Breaker.OpenFor = 30 * time.Second
+	}
+	if c.ConfigPoll <= 0 {
+		c.ConfigPoll = time.Second
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "relay"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Sink is the instance sink: the module that POSTs each event to its
+// tenant's instance over mutual TLS, per the delivery contract.
+type Sink struct {
+	cfg     SinkConfig
+	backoff backoff.Policy
+
+	mu      sync.Mutex
+	tenants map[string]*instance
+}
+
+var (
+	_ Module     = (*Sink)(nil)
+	_ Concurrent = (*Sink)(nil)
+)
+
+// NewSink returns the instance sink.
+func NewSink(cfg SinkConfig) (*Sink, error) {
+	if cfg.Tenants == nil || cfg.DeadLetters == nil || cfg.TLS == nil {
+		return nil, errors.New("delivery: the sink needs tenants, a dead-letter writer and a TLS client")
+	}
+	cfg.setDefaults()
+	return &Sink{cfg: cfg, backoff: backoff.Policy{Initial: cfg.RetryInitial, Max: cfg.RetryMax}, tenants: map[string]*instance{}}, nil
+}
+
+// Name implements Module.
+func (s *Sink) Name() string { return "instance" }
+
+// InFlight implements Concurrent: the tenant's max_in_flight, else the default.
+func (s *Sink) InFlight(tenantID string) int {
+	if snap := s.cfg.Tenants.Snapshot(); snap != nil {
+		if t := snap.Tenant(tenantID); t != nil && t.Instance.MaxInFlight > 0 {
+			return t.Instance.MaxInFlight
+		}
+	}
+	return s.cfg.MaxInFlight
+}
+
+// instance is one tenant's delivery state: its HTTP client (keep-alive
+// connections over mTLS), breaker and suspension. It is rebuilt when the
+// tenant's settings change.
+type instance struct {
+	id          string
+	fingerprint string
+	url         string
+	secret      string
+	key         []byte
+	client      *http.Client
+	transport   *http.Transport
+	breaker     *gobreaker.CircuitBreaker[struct{}]
+
+	mu        sync.Mutex
+	suspended bool
+}
+
+// instanceFor returns t's delivery state, rebuilding it if t changed.
+func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
+	fp := t.Fingerprint()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in := s.tenants[t.ID]; in != nil && in.fingerprint == fp {
+		return in, nil
+	}
+	key, err := t.SigningKey()
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: signing secret: %w", t.ID, err)
+	}
+	dialer, err := s.cfg.TLS.Dialer(t.Instance.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: %w", t.ID, err)
+	}
+	conns := max(t.Instance.MaxInFlight, s.cfg.MaxInFlight)
+	tr := &http.Transport{
+		DialTLSContext:        dialer.DialTLSContext,
+		MaxIdleConnsPerHost:   conns,
+		MaxConnsPerHost:       conns + 1,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: s.cfg.Timeout,
+		DisableCompression:    true,
+	}
+	if old := s.tenants[t.ID]; old != nil {
+		old.transport.CloseIdleConnections()
+		s.cfg.Logger.Info("tenant settings changed; delivery resumes with them", "tenant", t.ID)
+	}
+	in := &instance{
+		id: t.ID, fingerprint: fp, url: t.Instance.URL, secret: t.Instance.SigningSecret, key: key,
+		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a redirect is an answer, not a new destination
+		}},
+		transport: tr,
+	}
+	in.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        t.ID,
+		MaxRequests: 1,
+		Timeout:     s.cfg.Breaker.OpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(s.cfg.Breaker.Failures) },
+		IsSuccessful: func(err error) bool {
+			// Only a failure of the instance counts: a 4xx or 410 means it is up.
+			return err == nil || errors.Is(err, context.Canceled) || Classify(err) != Retry
+		},
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			s.cfg.Logger.Warn("circuit breaker", "tenant", name, "from", from.String(), "to", to.String())
+			if m := s.cfg.Metrics; m != nil {
+				m.breaker.WithLabelValues(name).Set(float64(to))
+			}
+		},
+	})
+	if m := s.cfg.Metrics; m != nil {
+		m.breaker.WithLabelValues(t.ID).Set(0)
+	}
+	s.tenants[t.ID] = in
+	s.countSuspendedLocked() // the replaced state may have been suspended
+	return in, nil
+}
+
+// Handle implements Module: deliver ev, retrying, pausing while the
+// tenant's breaker is open or the tenant is suspended, dead-lettering
+// when delivery must give up. It returns nil when ev is done with.
+func (s *Sink) Handle(ctx context.Context, ev *Event) error {
+	var (
+		attempts int
+		first    time.Time
+		lastErr  error
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		snap := s.cfg.Tenants.Snapshot()
+		var t *tenant.Tenant
+		if snap != nil {
+			t = snap.Tenant(ev.Tenant)
+		}
+		if t == nil {
+			return s.deadLetter(ctx, ev, "unknown_tenant", "unknown tenant "+strconv.Quote(ev.Tenant), attempts, first)
+		}
+		if t.Instance.Mode != tenant.ModePush {
+			// Not ours to push; wait for the tenant's settings to change.
+			if !s.pause(ctx, func() bool { return s.changed(t) }) {
+				return ctx.Err()
+			}
+			continue
+		}
+		in, err := s.instanceFor(t)
+		if err != nil {
+			// A CA file not there yet, say: retry it, and follow setting changes.
+			s.cfg.Logger.Error("tenant cannot be delivered to; retrying", "tenant", t.ID, "err", err)
+			if !s.pause(ctx, func() bool {
+				_, err := s.instanceFor(t)
+				return err == nil || s.changed(t)
+			}) {
+				return ctx.Err()
+			}
+			continue
+		}
+		if in.isSuspended() {
+			if !s.pause(ctx, func() bool { return s.changed(t) }) {
+				return ctx.Err()
+			}
+			continue
+		}
+		if !ev.ReceivedAt.IsZero() && time.Since(ev.ReceivedAt) > s.cfg.MaxAge {
+			return s.deadLetter(ctx, ev, "max_age", fmt.Sprintf("older than max_age %s; last: %s", s.cfg.MaxAge, describe(lastErr)), attempts, first)
+		}
+		if in.breaker.State() == gobreaker.StateOpen {
+			// Paused: no attempts, no fetching, until the breaker lets a probe through.
+			if !s.pause(ctx, func() bool { return in.breaker.State() != gobreaker.StateOpen }) {
+				return ctx.Err()
+			}
+			continue
+		}
+
+		if first.IsZero() {
+			first = time.Now()
+		}
+		_, err = in.breaker.Execute(func() (struct{}, error) { return struct{}{}, s.attempt(ctx, in, ev) })
+		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+			// Another event's probe is under way, or the breaker just opened.
+			if !sleep(ctx, 50*time.Millisecond) {
+				return ctx.Err()
+			}
+			continue
+		}
+		attempts++
+		verdict := Classify(err)
+		s.count(verdict)
+		switch verdict {
+		case Delivered:
+			if m := s.cfg.Metrics; m != nil && !ev.ReceivedAt.IsZero() {
+				m.endToEnd.Observe(time.Since(ev.ReceivedAt).Seconds())
+			}
+			return nil
+		case Gone:
+			in.suspend()
+			s.countSuspended()
+			s.cfg.Logger.Error("instance answered 410 Gone: delivery to the tenant suspended until its settings change", "tenant", t.ID)
+			continue
+		case Permanent:
+			return s.deadLetter(ctx, ev, "permanent", reason(err), attempts, first)
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempts >= s.cfg.MaxAttempts {
+			return s.deadLetter(ctx, ev, "max_attempts", fmt.Sprintf("%d attempts; last: %s", attempts, reason(err)), attempts, first)
+		}
+		delay := s.backoff.Delay(attempts, nil)
+		var de *DeliveryError
+		if errors.As(err, &de) && de.RetryAfter > 0 {
+			delay = min(de.RetryAfter, s.backoff.Max)
+		}
+		if m := s.cfg.Metrics; m != nil {
+			m.retries.Inc()
+		}
+		s.cfg.Logger.Debug("delivery failed; retrying", "tenant", t.ID, "event", ev.ID, "attempt", attempts, "reason", reason(err), "in", delay)
+		if !sleep(ctx, delay) {
+			return ctx.Err()
+		}
+	}
+}
+
+// attempt POSTs ev to the instance once. It is not cut short by ctx: an
+// attempt under way at a shutdown or rebalance finishes (bounded by
+// Timeout), so that an instance never sees half a request from us.
+func (s *Sink) attempt(ctx context.Context, in *instance, ev *Event) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, in.url, bytes.NewReader(ev.Value))
+	if err != nil {
+		return &DeliveryError{Err: err}
+	}
+	now := time.Now()
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", s.cfg.UserAgent)
+	h.Set("X-Hub-Signature-256", MetaSignature(in.secret, ev.Value))
+	h.Set("webhook-id", ev.ID)
+	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+	h.Set("webhook-signature", StandardSignature(in.key, ev.ID, now.Unix(), ev.Value))
+	res, err := in.client.Do(req)
+	if m := s.cfg.Metrics; m != nil {
+		m.attempt.Observe(time.Since(now).Seconds())
+	}
+	if err != nil {
+		return &DeliveryError{Err: err}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10)) // so the connection is reused
+	res.Body.Close()
+	if res.StatusCode >= 200 && res.StatusCode < 300 {
+		return nil
+	}
+	return &DeliveryError{Status: res.StatusCode, RetryAfter: backoff.RetryAfter(res.Header.Get("Retry-After"), now)}
+}
+
+func (s *Sink) count(v Verdict) {
+	if m := s.cfg.Metrics; m != nil {
+		m.deliveries.WithLabelValues(v.String()).Inc()
+	}
+}
+
+// deadLetter writes ev to the DLQ, retrying until it is written or ctx
+// ends: an event is committed only once it is delivered or dead-lettered.
+func (s *Sink) deadLetter(ctx context.Context, ev *Event, kind, why string, attempts int, first time.Time) error {
+	if first.IsZero() {
+		first = time.Now()
+	}
+	s.cfg.Logger.Warn("dead-lettering event", "tenant", ev.Tenant, "event", ev.ID, "offset", ev.Offset, "reason", why, "attempts", attempts)
+	for n := 1; ; n++ {
+		err := s.cfg.DeadLetters.DeadLetter(ctx, ev, why, attempts, first)
+		if err == nil {
+			if m := s.cfg.Metrics; m != nil {
+				m.dlq.WithLabelValues(kind).Inc()
+			}
+			return nil
+		}
+		s.cfg.Logger.Error("writing to the dead-letter topic failed; retrying", "tenant", ev.Tenant, "event", ev.ID, "err", err)
+		if !sleep(ctx, min(time.Duration(n)*time.Second, 30*time.Second)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// pause waits until resume reports true or ctx ends, counting the
+// partition as paused meanwhile; false if ctx ended it.
+func (s *Sink) pause(ctx context.Context, resume func() bool) bool {
+	if m := s.cfg.Metrics; m != nil {
+		m.paused.Inc()
+		defer m.paused.Dec()
+	}
+	t := time.NewTicker(min(s.cfg.ConfigPoll, s.cfg.Breaker.OpenFor/4+time.Millisecond))
+	defer t.Stop()
+	for !resume() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
+// changed reports whether t's settings differ from the ones in force.
+func (s *Sink) changed(t *tenant.Tenant) bool {
+	snap := s.cfg.Tenants.Snapshot()
+	if snap == nil {
+		return false
+	}
+	cur := snap.Tenant(t.ID)
+	return cur == nil || cur.Fingerprint() != t.Fingerprint()
+}
+
+// countSuspended sets the suspended-tenants gauge.
+func (s *Sink) countSuspended() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.countSuspendedLocked()
+}
+
+func (s *Sink) countSuspendedLocked() {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	n := 0
+	for _, in := range s.tenants {
+		if in.isSuspended() {
+			n++
+		}
+	}
+	m.suspended.Set(float64(n))
+}
+
+func (in *instance) suspend() {
+	in.mu.Lock()
+	in.suspended = true
+	in.mu.Unlock()
+}
+
+func (in *instance) isSuspended() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.suspended
+}
+
+// Close releases idle connections.
+func (s *Sink) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, in := range s.tenants {
+		in.transport.CloseIdleConnections()
+	}
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "no attempt failed"
+	}
+	return reason(err)
+}

@@ -20,11 +20,16 @@ import (
 // ordered, and it is read with one rule, the same on every node: replaying
 // the log, the first claim of a tenant whose partition no earlier winning
 // claim took wins; every later claim of that tenant, or of that partition,
-// loses. Two nodes that add tenants at the same moment may both claim one
-// partition; the log's order decides, and the loser claims again. Because
-// compaction keeps only a key's latest record, a node that sees a tenant's
-// latest record differ from its winning claim writes the winner again, so
-// compaction can never resurrect a losing claim.
+// loses. Only a record keyed by its tenant counts, since compaction keeps
+// records by key. Two nodes that add tenants at the same moment may both
+// claim one partition; the log's order decides, and the loser claims
+// again. Because compaction keeps only a key's latest record, a node that
+// sees a tenant's latest record differ from its winning claim (a losing
+// claim, a tombstone, garbage) writes the winner again; and a node that
+// sees a losing claim of a tenant without a partition come before the
+// latest record of that partition's winner writes the losing claim again,
+// after it. So compaction can never resurrect a losing claim nor drop a
+// winning one.
 type Assigner struct {
 	Admin *Admin
 	// Topic is the assignment topic (relay.tenants).
@@ -44,7 +49,12 @@ type claim struct {
 type assignments struct {
 	winner map[string]int32 // tenant → partition
 	owner  map[int32]string // partition → tenant
-	latest map[string]int32 // tenant → partition of its latest record
+	latest map[string]int32 // key → partition of its latest record; -1: no claim
+	at     map[string]int64 // key → offset of its latest record
+}
+
+func newAssignments() *assignments {
+	return &assignments{winner: map[string]int32{}, owner: map[int32]string{}, latest: map[string]int32{}, at: map[string]int64{}}
 }
 
 // EnsureTopics creates the assignment topic (compacted, one partition) and
@@ -70,6 +80,14 @@ func (a *Assigner) Assign(ctx context.Context, ids []string) (map[string]int32, 
 		for id, p := range st.winner {
 			if st.latest[id] != p {
 				claims = append(claims, claim{Tenant: id, Partition: p}) // correction, see type doc
+			}
+		}
+		for id, p := range st.latest {
+			if _, won := st.winner[id]; won || p < 0 {
+				continue
+			}
+			if o, owned := st.owner[p]; owned && st.at[o] > st.at[id] {
+				claims = append(claims, claim{Tenant: id, Partition: p}) // loses again, after the winner; see type doc
 			}
 		}
 		next := int32(0)
@@ -106,7 +124,7 @@ func (a *Assigner) Assign(ctx context.Context, ids []string) (map[string]int32, 
 
 // read replays the whole assignment log.
 func (a *Assigner) read(ctx context.Context) (*assignments, error) {
-	st := &assignments{winner: map[string]int32{}, owner: map[int32]string{}, latest: map[string]int32{}}
+	st := newAssignments()
 	offset := kafka.FirstOffset
 	for {
 		res, err := a.Admin.Client.Fetch(ctx, &kafka.FetchRequest{
@@ -119,7 +137,7 @@ func (a *Assigner) read(ctx context.Context) (*assignments, error) {
 		if res.Error != nil {
 			if errors.Is(res.Error, kafka.OffsetOutOfRange) && offset != kafka.FirstOffset {
 				offset = kafka.FirstOffset // compaction or retention moved the start; replay again
-				st = &assignments{winner: map[string]int32{}, owner: map[int32]string{}, latest: map[string]int32{}}
+				st = newAssignments()
 				continue
 			}
 			return nil, fmt.Errorf("read %s: %w", a.Topic, res.Error)
@@ -135,12 +153,20 @@ func (a *Assigner) read(ctx context.Context) (*assignments, error) {
 			}
 			n++
 			offset = r.Offset + 1
+			if r.Key == nil {
+				continue // compaction drops keyless records; not ours
+			}
+			key, err := io.ReadAll(r.Key)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", a.Topic, err)
+			}
+			st.latest[string(key)], st.at[string(key)] = -1, r.Offset
 			if r.Value == nil {
 				continue
 			}
 			var c claim
 			b, err := io.ReadAll(r.Value)
-			if err != nil || json.Unmarshal(b, &c) != nil || c.Tenant == "" || c.Partition < 0 {
+			if err != nil || json.Unmarshal(b, &c) != nil || c.Tenant == "" || c.Tenant != string(key) || c.Partition < 0 {
 				continue // not ours; never fatal
 			}
 			st.apply(c)

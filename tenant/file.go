@@ -22,7 +22,9 @@ type fileFormat struct {
 	Tenants []*Tenant `yaml:"tenants"`
 }
 
-// LoadFile reads and validates a tenants file. Relative ca_file and
+// LoadFile reads and validates a tenants file. A ca_file that does not
+// exist is not an error here: delivery to that tenant waits for it, and
+// the other tenants are not held back (relay check-config warns of it). Relative ca_file and
 // signing_secret_file paths are taken relative to the file's folder.
 // Secrets are taken, in increasing precedence, from signing_secret,
 // signing_secret_file and the environment variable
@@ -72,11 +74,6 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 				errs = append(errs, fmt.Errorf("%s.accounts[%d]: account %s is also claimed by tenant %q", field, k, a, other))
 			}
 			owners[a] = t.ID
-		}
-		if t.Instance.CAFile != "" {
-			if _, err := os.Stat(t.Instance.CAFile); err != nil {
-				errs = append(errs, fmt.Errorf("%s.instance.ca_file: %w", field, err))
-			}
 		}
 	}
 	if len(errs) > 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -165,9 +166,10 @@ func (r *Registry) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
-	r.lastSum = sha256.Sum256(data)
-	tenants, err := LoadFile(r.cfg.File)
+	sum := sha256.Sum256(data)
+	tenants, err := parse(data, filepath.Dir(r.cfg.File), os.Getenv)
 	if err != nil {
+		r.lastSum = sum // Watch waits for the file to change
 		return err
 	}
 	ids := make([]string, len(tenants))
@@ -203,6 +205,9 @@ func (r *Registry) reload(ctx context.Context) error {
 		}
 	}
 	r.cur.Store(s)
+	// Only now: Watch retries a reload that failed for another reason
+	// than the file (assignment, BeforeSwap).
+	r.lastSum = sum
 	r.tenantCount.Set(float64(len(s.Tenants)))
 	added, removed := diff(prev, s)
 	r.cfg.Logger.Info("tenants loaded", "file", r.cfg.File, "tenants", len(s.Tenants), "version", s.Version,

@@ -1,0 +1,261 @@
+package tenant
+
+import (
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func noEnv(string) string { return "" }
+
+func TestLoadFile_Valid(t *testing.T) {
+	dir := t.TempDir()
+	secret := newSecret(t, 32)
+	fileSecret := newSecret(t, 24)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "acme-ca.pem"), []byte("not parsed here"), 0o600))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "secrets"), 0o750))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "secrets", "globex"), []byte(fileSecret+"\n"), 0o600))
+	absCA := filepath.Join(t.TempDir(), "abs-ca.pem")
+	require.NoError(t, os.WriteFile(absCA, []byte("x"), 0o600))
+
+	path := filepath.Join(dir, "tenants.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`tenants:
+  - id: acme
+    accounts: ["104857392810345", "17841405822304914", "106540352242922"]
+    instance: {mode: push, url: "https://127.0.0.1:9443/meta", ca_file: "acme-ca.pem", signing_secret: "`+secret+`"}
+  - id: globex
+    accounts: ["209384756102938"]
+    instance:
+      url: "https://globex.example/hooks"
+      ca_file: "`+absCA+`"
+      signing_secret_file: secrets/globex
+      max_in_flight: 4
+  - id: initech.eu-1
+    accounts: ["300000000000001"]
+    instance: {mode: subscribe, signing_secret: "`+secret+`"}
+`), 0o600))
+
+	got, err := LoadFile(path)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+
+	acme, globex, initech := got[0], got[1], got[2]
+	require.Equal(t, "acme", acme.ID)
+	require.Equal(t, []string{"104857392810345", "17841405822304914", "106540352242922"}, acme.Accounts)
+	require.Equal(t, ModePush, acme.Instance.Mode)
+	require.Equal(t, "https://127.0.0.1:9443/meta", acme.Instance.URL)
+	require.Equal(t, filepath.Join(dir, "acme-ca.pem"), acme.Instance.CAFile, "relative ca_file is taken from the file's folder")
+	require.Equal(t, secret, acme.Instance.SigningSecret)
+	key, err := acme.SigningKey()
+	require.NoError(t, err)
+	require.Len(t, key, 32)
+
+	require.Equal(t, "globex", globex.ID)
+	require.Equal(t, ModePush, globex.Instance.Mode, "mode defaults to push")
+	require.Equal(t, absCA, globex.Instance.CAFile, "absolute ca_file is kept")
+	require.Equal(t, fileSecret, globex.Instance.SigningSecret, "signing_secret_file is read relative to the file's folder, trimmed")
+	require.Equal(t, 4, globex.Instance.MaxInFlight)
+
+	require.Equal(t, ModeSubscribe, initech.Instance.Mode)
+	require.Empty(t, initech.Instance.URL)
+	require.Empty(t, initech.Instance.CAFile)
+	for _, tn := range got {
+		require.Zero(t, tn.Partition, "the partition is not read from the file")
+	}
+}
+
+func TestLoadFile_Missing(t *testing.T) {
+	_, err := LoadFile(filepath.Join(t.TempDir(), "nope.yaml"))
+	require.ErrorIs(t, err, ErrInvalidFile)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestParse_Empty(t *testing.T) {
+	for _, data := range []string{"", "tenants: []\n", "# nothing yet\n"} {
+		got, err := parse([]byte(data), t.TempDir(), noEnv)
+		require.NoError(t, err, "%q", data)
+		require.Empty(t, got, "%q", data)
+	}
+}
+
+func TestParse_SecretPrecedence(t *testing.T) {
+	inline, fromFile, fromEnv := newSecret(t, 16), newSecret(t, 20), newSecret(t, 40)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "s"), []byte("  "+fromFile+"\n\n"), 0o600))
+	env := func(m map[string]string) func(string) string {
+		return func(k string) string { return m[k] }
+	}
+	tests := []struct {
+		name   string
+		id     string
+		inst   string
+		getenv func(string) string
+		want   string
+	}{
+		{name: "inline only", id: "acme", inst: `signing_secret: "` + inline + `"`, getenv: noEnv, want: inline},
+		{name: "file over inline", id: "acme", inst: `signing_secret: "` + inline + `", signing_secret_file: s`, getenv: noEnv, want: fromFile},
+		{name: "file alone", id: "acme", inst: `signing_secret_file: ./s`, getenv: noEnv, want: fromFile},
+		{name: "env over file and inline", id: "acme", inst: `signing_secret: "` + inline + `", signing_secret_file: s`,
+			getenv: env(map[string]string{"RELAY_TENANT_ACME_SIGNING_SECRET": fromEnv}), want: fromEnv},
+		{name: "env alone", id: "acme", inst: "",
+			getenv: env(map[string]string{"RELAY_TENANT_ACME_SIGNING_SECRET": fromEnv}), want: fromEnv},
+		{name: "env name maps other characters to _", id: "acme-eu.1", inst: `signing_secret: "` + inline + `"`,
+			getenv: env(map[string]string{"RELAY_TENANT_ACME_EU_1_SIGNING_SECRET": fromEnv}), want: fromEnv},
+		{name: "another tenant's env is not used", id: "acme", inst: `signing_secret: "` + inline + `"`,
+			getenv: env(map[string]string{"RELAY_TENANT_GLOBEX_SIGNING_SECRET": fromEnv}), want: inline},
+		{name: "empty env is no override", id: "acme", inst: `signing_secret: "` + inline + `"`,
+			getenv: env(map[string]string{"RELAY_TENANT_ACME_SIGNING_SECRET": ""}), want: inline},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst := `url: "https://x.example/"`
+			if tt.inst != "" {
+				inst += ", " + tt.inst
+			}
+			data := "tenants:\n  - id: " + tt.id + "\n    accounts: [\"1\"]\n    instance: {" + inst + "}\n"
+			got, err := parse([]byte(data), dir, tt.getenv)
+			require.NoError(t, err, data)
+			require.Len(t, got, 1)
+			require.Equal(t, tt.want, got[0].Instance.SigningSecret)
+		})
+	}
+}
+
+func TestSecretEnv(t *testing.T) {
+	for id, want := range map[string]string{
+		"acme":       "RELAY_TENANT_ACME_SIGNING_SECRET",
+		"Acme-EU.1":  "RELAY_TENANT_ACME_EU_1_SIGNING_SECRET",
+		"a_b":        "RELAY_TENANT_A_B_SIGNING_SECRET",
+		"tenant42":   "RELAY_TENANT_TENANT42_SIGNING_SECRET",
+		"x.y-z_0.9A": "RELAY_TENANT_X_Y_Z_0_9A_SIGNING_SECRET",
+	} {
+		require.Equal(t, want, SecretEnv(id), id)
+	}
+}
+
+func TestParse_Invalid(t *testing.T) {
+	dir := t.TempDir()
+	good := newSecret(t, 32)
+	short := signingSecretPrefix + base64.StdEncoding.EncodeToString(make([]byte, 15))
+	// tenant renders one tenant entry with instance fields inst.
+	tenant := func(id, accounts, inst string) string {
+		return "  - id: " + id + "\n    accounts: " + accounts + "\n    instance: {" + inst + "}\n"
+	}
+	okInst := `url: "https://127.0.0.1:9443/meta", signing_secret: "` + good + `"`
+	acme := tenant("acme", `["104857392810345", "17841405822304914"]`, okInst)
+
+	tests := []struct {
+		name   string
+		data   string
+		getenv func(string) string
+		want   []string // substrings of the error: the field and what is wrong
+	}{
+		{name: "not YAML", data: "tenants: [\n", want: []string{"yaml"}},
+		{name: "tenants is not a list", data: "tenants: {id: acme}\n", want: []string{"yaml"}},
+		{name: "unknown top-level key", data: "tenant:\n" + acme, want: []string{"field tenant not found"}},
+		{name: "unknown tenant key", data: "tenants:\n" + acme + "    colour: blue\n", want: []string{"field colour not found"}},
+		{name: "unknown instance key", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, timeout: 3s`), want: []string{"field timeout not found"}},
+		{name: "empty entry", data: "tenants:\n  -\n", want: []string{"tenants[0]: empty entry"}},
+		{name: "bad id", data: "tenants:\n" + tenant("-acme", `["1"]`, okInst), want: []string{"tenants[0].id", `"-acme"`}},
+		{name: "id too long", data: "tenants:\n" + tenant(strings.Repeat("a", 65), `["1"]`, okInst), want: []string{"tenants[0].id"}},
+		{name: "no accounts", data: "tenants:\n" + tenant("acme", `[]`, okInst), want: []string{"tenants[0].accounts: at least one"}},
+		{name: "empty account", data: "tenants:\n" + acme + tenant("globex", `[""]`, okInst), want: []string{"tenants[1].accounts[0]", "not an account id"}},
+		{name: "account with a space", data: "tenants:\n" + acme + tenant("globex", `["1", "2 3"]`, okInst), want: []string{"tenants[1].accounts[1]"}},
+		{name: "account claimed by two tenants", data: "tenants:\n" + acme + tenant("globex", `["17841405822304914"]`, okInst),
+			want: []string{"tenants[1].accounts[0]", "17841405822304914", `also claimed by tenant "acme"`}},
+		{name: "duplicate id", data: "tenants:\n" + acme + tenant("globex", `["2"]`, okInst) + tenant("acme", `["3"]`, okInst),
+			want: []string{"tenants[2].id", `"acme" is also tenants[0].id`}},
+		{name: "http url", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "http://127.0.0.1:9443/meta", signing_secret: "`+good+`"`),
+			want: []string{"tenants[0].instance.url", "https://"}},
+		{name: "no url in push mode", data: "tenants:\n" + tenant("acme", `["1"]`, `mode: push, signing_secret: "`+good+`"`),
+			want: []string{"tenants[0].instance.url"}},
+		{name: "url without host", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https:///meta", signing_secret: "`+good+`"`),
+			want: []string{"tenants[0].instance.url"}},
+		{name: "unknown mode", data: "tenants:\n" + tenant("acme", `["1"]`, `mode: pull, signing_secret: "`+good+`"`),
+			want: []string{"tenants[0].instance.mode", `"pull"`}},
+		{name: "no signing secret", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/"`),
+			want: []string{"tenants[0].instance.signing_secret", "must start with"}},
+		{name: "signing secret prefix", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret: "`+good[len(signingSecretPrefix):]+`"`),
+			want: []string{"tenants[0].instance.signing_secret", `must start with "whsec_"`}},
+		{name: "signing secret not base64", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret: "whsec_not*base64!!"`),
+			want: []string{"tenants[0].instance.signing_secret", "standard base64"}},
+		{name: "signing secret url-safe base64", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret: "whsec_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_"`),
+			want: []string{"tenants[0].instance.signing_secret", "standard base64"}},
+		{name: "signing secret too short", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret: "`+short+`"`),
+			want: []string{"tenants[0].instance.signing_secret", "at least 16 bytes (got 15)"}},
+		{name: "bad secret from env", data: "tenants:\n" + acme,
+			getenv: func(k string) string {
+				if k == "RELAY_TENANT_ACME_SIGNING_SECRET" {
+					return "whsec_short"
+				}
+				return ""
+			},
+			want: []string{"tenants[0].instance.signing_secret"}},
+		{name: "missing signing_secret_file", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret_file: nope.txt`),
+			want: []string{"tenants[0].instance.signing_secret_file", filepath.Join(dir, "nope.txt")}},
+		{name: "negative max_in_flight", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, max_in_flight: -1`),
+			want: []string{"tenants[0].instance.max_in_flight"}},
+		{name: "every problem is reported", data: "tenants:\n" + tenant("acme", `[""]`, `url: "http://x"`) + tenant("acme", `["2"]`, okInst),
+			want: []string{"tenants[0].accounts[0]", "tenants[0].instance.url", "tenants[0].instance.signing_secret", "tenants[1].id"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			getenv := tt.getenv
+			if getenv == nil {
+				getenv = noEnv
+			}
+			got, err := parse([]byte(tt.data), dir, getenv)
+			require.Error(t, err, tt.data)
+			require.Nil(t, got)
+			require.ErrorIs(t, err, ErrInvalidFile)
+			require.True(t, strings.HasPrefix(err.Error(), ErrInvalidFile.Error()+": "), err.Error())
+			for _, w := range tt.want {
+				require.Contains(t, err.Error(), w)
+			}
+
+			// The same through LoadFile, from a file in dir.
+			path := filepath.Join(dir, "tenants.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(tt.data), 0o600))
+			if tt.getenv == nil {
+				_, err = LoadFile(path)
+				require.ErrorIs(t, err, ErrInvalidFile)
+				require.Contains(t, err.Error(), tt.want[0])
+			}
+		})
+	}
+}
+
+func TestTenant_FingerprintAndKey(t *testing.T) {
+	base := Tenant{ID: "acme", Accounts: []string{"1"}, Instance: Instance{Mode: ModePush, URL: "https://x.example/", SigningSecret: newSecret(t, 16)}}
+	fp := base.Fingerprint()
+	require.Len(t, fp, 24)
+	same := base
+	same.Accounts = []string{"2", "3"}
+	same.Partition = 7
+	require.Equal(t, fp, same.Fingerprint(), "accounts and partition are not delivery settings")
+	for name, mut := range map[string]func(*Tenant){
+		"url":    func(t *Tenant) { t.Instance.URL += "x" },
+		"mode":   func(t *Tenant) { t.Instance.Mode = ModeSubscribe },
+		"ca":     func(t *Tenant) { t.Instance.CAFile = "/ca.pem" },
+		"secret": func(t *Tenant) { t.Instance.SigningSecret += "AAAA" },
+		"flight": func(t *Tenant) { t.Instance.MaxInFlight = 2 },
+	} {
+		c := base
+		mut(&c)
+		require.NotEqual(t, fp, c.Fingerprint(), name)
+		require.NotContains(t, c.Fingerprint(), c.Instance.SigningSecret)
+	}
+
+	key, err := base.SigningKey()
+	require.NoError(t, err)
+	want, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(base.Instance.SigningSecret, signingSecretPrefix))
+	require.Equal(t, want, key)
+	_, err = (&Tenant{Instance: Instance{SigningSecret: "nope"}}).SigningKey()
+	require.Error(t, err)
+	require.False(t, errors.Is(err, ErrInvalidFile))
+}

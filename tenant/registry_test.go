@@ -1,0 +1,452 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	acmeSpec   = tenantSpec{ID: "acme", Accounts: []string{"104857392810345", "17841405822304914", "106540352242922"}}
+	globexSpec = tenantSpec{ID: "globex", Accounts: []string{"209384756102938"}}
+	hooliSpec  = tenantSpec{ID: "hooli", Accounts: []string{"555000111222333", "555000111222334"}}
+)
+
+// counts is the registry's metrics, for comparing before and after.
+type counts struct{ hit, miss, ok, failed float64 }
+
+func (r *testRegistry) counts() counts {
+	return counts{
+		hit:    testutil.ToFloat64(r.hit),
+		miss:   testutil.ToFloat64(r.miss),
+		ok:     testutil.ToFloat64(r.reloads.WithLabelValues("ok")),
+		failed: testutil.ToFloat64(r.reloads.WithLabelValues("failed")),
+	}
+}
+
+// requireResolves checks every account of want resolves to its tenant and
+// partition.
+func requireResolves(t testing.TB, r *testRegistry, parts map[string]int32, specs ...tenantSpec) {
+	t.Helper()
+	for _, s := range specs {
+		for _, a := range s.Accounts {
+			id, p, ok := r.Resolve([]byte(a))
+			require.True(t, ok, "account %s", a)
+			require.Equal(t, s.ID, id, "account %s", a)
+			require.Equal(t, parts[s.ID], p, "account %s", a)
+		}
+	}
+}
+
+func TestRegistry_BeforeFirstLoad(t *testing.T) {
+	r := newTestRegistry(t, tenantsYAML(newSecret(t, 32), acmeSpec), nil)
+	require.Nil(t, r.Snapshot())
+	require.Nil(t, r.Lookup([]byte(acmeSpec.Accounts[0])))
+	_, _, ok := r.Resolve([]byte(acmeSpec.Accounts[0]))
+	require.False(t, ok)
+}
+
+func TestRegistry_ReloadAndLookup(t *testing.T) {
+	secret := newSecret(t, 32)
+	r := newTestRegistry(t, tenantsYAML(secret, globexSpec, acmeSpec), nil)
+	require.NoError(t, r.reload(t))
+
+	s := r.Snapshot()
+	require.NotNil(t, s)
+	require.Equal(t, uint64(1), s.Version)
+	require.WithinDuration(t, time.Now(), s.LoadedAt, 10*time.Second)
+	require.Len(t, s.Tenants, 2)
+	require.Equal(t, "acme", s.Tenants[0].ID, "tenants in id order")
+	require.Equal(t, "globex", s.Tenants[1].ID)
+	require.Equal(t, int32(0), s.Tenant("acme").Partition)
+	require.Equal(t, int32(1), s.Tenant("globex").Partition)
+	require.Nil(t, s.Tenant("nobody"))
+	require.Equal(t, 2, s.Partitions())
+	require.Equal(t, 2, r.cluster.eventsPartitions())
+	require.Equal(t, 2.0, testutil.ToFloat64(r.tenantCount))
+	require.Equal(t, secret, s.Tenant("acme").Instance.SigningSecret)
+
+	tests := []struct {
+		name    string
+		account string
+		wantID  string // "": not found
+		hit     bool   // counted as an LRU hit
+	}{
+		{name: "first lookup misses the LRU", account: "104857392810345", wantID: "acme"},
+		{name: "second lookup hits", account: "104857392810345", wantID: "acme", hit: true},
+		{name: "other account of the same tenant", account: "106540352242922", wantID: "acme"},
+		{name: "other tenant", account: "209384756102938", wantID: "globex"},
+		{name: "other tenant again", account: "209384756102938", wantID: "globex", hit: true},
+		{name: "unknown account", account: "999999999999999"},
+		{name: "unknown account again, cached as unknown", account: "999999999999999", hit: true},
+		{name: "prefix of an account", account: "10485739281034"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := r.counts()
+			id, p, ok := r.Resolve([]byte(tt.account))
+			after := r.counts()
+			if tt.hit {
+				require.Equal(t, before.hit+1, after.hit)
+				require.Equal(t, before.miss, after.miss)
+			} else {
+				require.Equal(t, before.hit, after.hit)
+				require.Equal(t, before.miss+1, after.miss)
+			}
+			if tt.wantID == "" {
+				require.False(t, ok)
+				require.Empty(t, id)
+				require.Nil(t, r.Lookup([]byte(tt.account)))
+				return
+			}
+			require.True(t, ok)
+			require.Equal(t, tt.wantID, id)
+			require.Equal(t, s.Tenant(tt.wantID).Partition, p)
+			require.Same(t, s.Tenant(tt.wantID), r.Lookup([]byte(tt.account)))
+		})
+	}
+
+	t.Run("empty account", func(t *testing.T) {
+		before := r.counts()
+		require.Nil(t, r.Lookup(nil))
+		require.Nil(t, r.Lookup([]byte{}))
+		require.Equal(t, before, r.counts(), "not counted")
+	})
+
+	t.Run("the caller may reuse its buffer", func(t *testing.T) {
+		buf := []byte("209384756102938")
+		require.Equal(t, "globex", r.Lookup(buf).ID)
+		copy(buf, "104857392810345")
+		require.Equal(t, "acme", r.Lookup(buf).ID)
+		copy(buf, "999999999999999")
+		require.Nil(t, r.Lookup(buf))
+		copy(buf, "209384756102938")
+		require.Equal(t, "globex", r.Lookup(buf).ID)
+	})
+}
+
+// TestRegistry_AddTenantWhileServing: a tenant added to the file gets a new
+// partition; no existing tenant moves.
+func TestRegistry_AddTenantWhileServing(t *testing.T) {
+	secret := newSecret(t, 32)
+	r := newTestRegistry(t, tenantsYAML(secret, acmeSpec, globexSpec), nil)
+	require.NoError(t, r.reload(t))
+	before := map[string]int32{"acme": 0, "globex": 1}
+	requireResolves(t, r, before, acmeSpec, globexSpec)
+	_, _, ok := r.Resolve([]byte(hooliSpec.Accounts[0]))
+	require.False(t, ok)
+
+	// "aaa" sorts first: it must not take anyone's partition.
+	aaa := tenantSpec{ID: "aaa", Accounts: []string{"777"}}
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec, hooliSpec, aaa))
+	require.NoError(t, r.reload(t))
+	s := r.Snapshot()
+	require.Equal(t, uint64(2), s.Version)
+	after := map[string]int32{"acme": 0, "globex": 1, "aaa": 2, "hooli": 3}
+	for id, p := range after {
+		require.Equal(t, p, s.Tenant(id).Partition, id)
+	}
+	requireResolves(t, r, after, acmeSpec, globexSpec, hooliSpec, aaa)
+	require.Equal(t, 4, s.Partitions())
+	require.Equal(t, 4, r.cluster.eventsPartitions())
+
+	// Removing a tenant keeps its partition reserved.
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, hooliSpec, tenantSpec{ID: "zed", Accounts: []string{"888"}}))
+	require.NoError(t, r.reload(t))
+	s = r.Snapshot()
+	require.Nil(t, s.Tenant("globex"))
+	require.Nil(t, r.Lookup([]byte(globexSpec.Accounts[0])))
+	require.Equal(t, int32(4), s.Tenant("zed").Partition)
+	requireResolves(t, r, after, acmeSpec, hooliSpec)
+}
+
+func TestRegistry_BrokenFileKeepsSnapshot(t *testing.T) {
+	secret := newSecret(t, 32)
+	good := tenantsYAML(secret, acmeSpec, globexSpec)
+	tests := []struct {
+		name    string
+		content *string // nil: remove the file
+		want    string  // in the error
+	}{
+		{name: "bad YAML", content: ptr("tenants:\n  - id: [acme\n"), want: "yaml"},
+		{name: "unknown key", content: ptr(good + "extra: 1\n"), want: "field extra not found"},
+		{name: "validation error", content: ptr(tenantsYAML(secret, acmeSpec, tenantSpec{ID: "globex", Accounts: acmeSpec.Accounts[:1]})),
+			want: "tenants[1].accounts[0]"},
+		{name: "bad secret", content: ptr(tenantsYAML("whsec_", acmeSpec)), want: "tenants[0].instance.signing_secret"},
+		{name: "file removed", want: "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newTestRegistry(t, good, nil)
+			require.NoError(t, r.reload(t))
+			s := r.Snapshot()
+			parts := map[string]int32{"acme": 0, "globex": 1}
+			requireResolves(t, r, parts, acmeSpec, globexSpec) // fills the LRU
+			records := len(r.cluster.records())
+
+			if tt.content == nil {
+				require.NoError(t, os.Remove(r.file))
+			} else {
+				writeFile(t, r.file, *tt.content)
+			}
+			before := r.counts()
+			err := r.reload(t)
+			require.ErrorIs(t, err, ErrInvalidFile)
+			require.Contains(t, err.Error(), tt.want)
+
+			after := r.counts()
+			require.Equal(t, before.failed+1, after.failed)
+			require.Equal(t, before.ok, after.ok)
+			require.Same(t, s, r.Snapshot(), "the previous snapshot stays in force")
+			require.Equal(t, uint64(1), r.Snapshot().Version)
+			requireResolves(t, r, parts, acmeSpec, globexSpec)
+			require.Equal(t, after.miss, r.counts().miss, "the LRU is still valid")
+			require.Len(t, r.cluster.records(), records, "nothing claimed")
+
+			// Fixing the file loads again.
+			writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec, hooliSpec))
+			require.NoError(t, r.reload(t))
+			require.Equal(t, uint64(2), r.Snapshot().Version)
+			requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1, "hooli": 2}, acmeSpec, globexSpec, hooliSpec)
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestRegistry_BeforeSwap(t *testing.T) {
+	secret := newSecret(t, 32)
+	var (
+		fail     atomic.Bool
+		calls    atomic.Int32
+		lastSeen atomic.Pointer[Snapshot]
+		r        *testRegistry
+	)
+	errNotYet := errors.New("producer does not see the partitions yet")
+	r = newTestRegistry(t, tenantsYAML(secret, acmeSpec), func(c *RegistryConfig) {
+		c.BeforeSwap = func(ctx context.Context, s *Snapshot) error {
+			calls.Add(1)
+			lastSeen.Store(s)
+			// The partitions are assigned and the topic grown before.
+			ad := r.cluster.admin()
+			n, err := ad.Partitions(ctx, testEventsTopic)
+			if err != nil {
+				return err
+			}
+			if n < s.Partitions() {
+				return fmt.Errorf("events has %d partitions, snapshot needs %d", n, s.Partitions())
+			}
+			if fail.Load() {
+				return errNotYet
+			}
+			return nil
+		}
+	})
+	require.NoError(t, r.reload(t))
+	require.Equal(t, int32(1), calls.Load())
+	require.Same(t, lastSeen.Load(), r.Snapshot())
+	old := r.Snapshot()
+
+	fail.Store(true)
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec))
+	err := r.reload(t)
+	require.ErrorIs(t, err, errNotYet)
+	require.Equal(t, int32(2), calls.Load())
+	seen := lastSeen.Load()
+	require.Equal(t, int32(1), seen.Tenant("globex").Partition, "BeforeSwap sees the new tenants with their partitions")
+	require.Same(t, old, r.Snapshot(), "the previous snapshot stays in force")
+	require.Nil(t, r.Lookup([]byte(globexSpec.Accounts[0])))
+	require.Equal(t, 1.0, r.counts().failed)
+
+	fail.Store(false)
+	require.NoError(t, r.reload(t))
+	require.Equal(t, uint64(2), r.Snapshot().Version)
+	requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1}, acmeSpec, globexSpec)
+}
+
+// TestRegistry_StaleCacheEntry: an account cached for one tenant moves to
+// another; after the reload the LRU entry of the old version is not served.
+func TestRegistry_StaleCacheEntry(t *testing.T) {
+	secret := newSecret(t, 32)
+	moving := "17841405822304914"
+	a := tenantSpec{ID: "a", Accounts: []string{"1", moving}}
+	b := tenantSpec{ID: "b", Accounts: []string{"2"}}
+	r := newTestRegistry(t, tenantsYAML(secret, a, b), nil)
+	require.NoError(t, r.reload(t))
+	for range 2 { // miss, then hit
+		require.Equal(t, "a", r.Lookup([]byte(moving)).ID)
+	}
+	require.Nil(t, r.Lookup([]byte("3")))
+	require.Equal(t, counts{hit: 1, miss: 2, ok: 1}, r.counts())
+
+	a.Accounts, b.Accounts = []string{"1"}, []string{"2", moving, "3"}
+	writeFile(t, r.file, tenantsYAML(secret, a, b))
+	require.NoError(t, r.reload(t))
+
+	tn := r.Lookup([]byte(moving))
+	require.NotNil(t, tn)
+	require.Equal(t, "b", tn.ID)
+	require.Equal(t, int32(1), tn.Partition)
+	require.Equal(t, "b", r.Lookup([]byte("3")).ID, "a cached 'unknown' is stale too")
+	require.Equal(t, counts{hit: 1, miss: 4, ok: 2}, r.counts(), "stale entries count as misses")
+	require.Equal(t, "b", r.Lookup([]byte(moving)).ID)
+	require.Equal(t, 2.0, r.counts().hit)
+}
+
+func TestRegistry_Watch(t *testing.T) {
+	secret := newSecret(t, 32)
+	r := newTestRegistry(t, tenantsYAML(secret, acmeSpec), nil)
+	require.NoError(t, r.reload(t))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Watch(ctx, 10*time.Millisecond)
+	}()
+	stop := func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Watch did not return after its context was canceled")
+		}
+	}
+	defer stop()
+
+	// A change is picked up.
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec))
+	require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond)
+	requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1}, acmeSpec, globexSpec)
+
+	// A broken file is refused once, and the tenants stay.
+	writeFile(t, r.file, "tenants: [\n")
+	require.Eventually(t, func() bool { return r.counts().failed == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, uint64(2), r.Snapshot().Version)
+
+	// The next change is picked up again.
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec, hooliSpec))
+	require.Eventually(t, func() bool { return r.Snapshot().Version == 3 }, 10*time.Second, 5*time.Millisecond)
+	requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1, "hooli": 2}, acmeSpec, globexSpec, hooliSpec)
+
+	stop()
+}
+
+// TestRegistry_WatchRetriesFailedSwap: a reload that fails for a reason
+// other than the file (the producer not seeing new partitions yet, Kafka
+// unreachable) is retried by Watch although the file does not change.
+func TestRegistry_WatchRetriesFailedSwap(t *testing.T) {
+	secret := newSecret(t, 32)
+	var failures atomic.Int32
+	r := newTestRegistry(t, tenantsYAML(secret, acmeSpec), func(c *RegistryConfig) {
+		c.BeforeSwap = func(ctx context.Context, s *Snapshot) error {
+			if s.Tenant("globex") != nil && failures.Add(1) <= 2 {
+				return errors.New("producer does not see the partitions yet")
+			}
+			return nil
+		}
+	})
+	require.NoError(t, r.reload(t))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
+	defer wg.Wait()
+	defer cancel()
+
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec))
+	require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond,
+		"the reload was not retried")
+	require.Equal(t, 2.0, r.counts().failed)
+	requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1}, acmeSpec, globexSpec)
+}
+
+// TestRegistry_LookupDuringReloads looks accounts up from many goroutines
+// while the tenants change: every answer belongs to some loaded version.
+func TestRegistry_LookupDuringReloads(t *testing.T) {
+	secret := newSecret(t, 32)
+	a := tenantSpec{ID: "a", Accounts: []string{"1", "2"}}
+	b := tenantSpec{ID: "b", Accounts: []string{"3"}}
+	r := newTestRegistry(t, tenantsYAML(secret, a, b), func(c *RegistryConfig) { c.CacheSize = 2 })
+	require.NoError(t, r.reload(t))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var bad atomic.Value
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				for _, acct := range []string{"1", "2", "3", "4"} {
+					tn := r.Lookup([]byte(acct))
+					switch {
+					case acct == "1" && (tn == nil || tn.ID != "a"),
+						acct == "3" && (tn == nil || tn.ID != "b"),
+						acct == "4" && tn != nil,
+						acct == "2" && tn != nil && tn.ID != "a" && tn.ID != "b":
+						bad.Store(fmt.Sprintf("account %s → %v", acct, tn))
+					}
+				}
+			}
+		})
+	}
+	for i := range 6 {
+		if i%2 == 0 {
+			a.Accounts, b.Accounts = []string{"1"}, []string{"3", "2"}
+		} else {
+			a.Accounts, b.Accounts = []string{"1", "2"}, []string{"3"}
+		}
+		writeFile(t, r.file, tenantsYAML(secret, a, b))
+		require.NoError(t, r.reload(t))
+	}
+	cancel()
+	wg.Wait()
+	require.Nil(t, bad.Load())
+	require.Equal(t, "a", r.Lookup([]byte("2")).ID)
+}
+
+func TestNewRegistry_Metrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, err := NewRegistry(RegistryConfig{File: "x", Registerer: reg})
+	require.NoError(t, err)
+	n, err := testutil.GatherAndCount(reg, "relay_tenant_reloads_total", "relay_tenant_tenants")
+	require.NoError(t, err)
+	require.Equal(t, 3, n, "reloads by result (ok, failed) and the tenant gauge")
+}
+
+func BenchmarkLookup(b *testing.B) {
+	accounts := make([][]byte, 1000)
+	specs := make([]tenantSpec, 100)
+	for i := range specs {
+		specs[i] = tenantSpec{ID: fmt.Sprintf("t%03d", i)}
+		for j := range 10 {
+			a := fmt.Sprintf("1%014d", i*10+j)
+			specs[i].Accounts = append(specs[i].Accounts, a)
+			accounts[i*10+j] = []byte(a)
+		}
+	}
+	r := newTestRegistry(b, tenantsYAML(newSecret(b, 32), specs...), func(c *RegistryConfig) { c.CacheSize = len(accounts) })
+	require.NoError(b, r.reload(b))
+	for _, a := range accounts {
+		require.NotNil(b, r.Lookup(a)) // warm the LRU
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if r.Lookup(accounts[i%len(accounts)]) == nil {
+			b.Fatal("miss")
+		}
+		i++
+	}
+	b.StopTimer()
+	require.Zero(b, testutil.ToFloat64(r.miss)-float64(len(accounts)), "every benchmarked lookup was an LRU hit")
+}

@@ -18,6 +18,8 @@ commands:
   serve         run the relay (ingress, Kafka, delivery)
   check-config  validate a configuration and its tenants file
   certs         make a development CA and certificates
+  dlq           list or redrive a tenant's dead letters
+  sink          a stand-in tenant instance that prints what it receives
   version       print the version
 
 Run "relay <command> -h" for a command's flags.
@@ -29,6 +31,8 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"serve":        runServe,
 	"check-config": runCheckConfig,
 	"certs":        runCerts,
+	"sink":         runSink,
+	"dlq":          runDLQ,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, "relay", version)
 		return 0

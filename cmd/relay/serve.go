@@ -55,8 +55,23 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	errs := cfg.Validate()
-	if _, err := tenant.LoadFile(cfg.Tenants.File); err != nil {
+	tenants, err := tenant.LoadFile(cfg.Tenants.File)
+	if err != nil {
 		errs = append(errs, tenantErrors(err)...)
+	}
+	for _, t := range tenants {
+		if f := t.Instance.CAFile; f != "" {
+			if _, err := os.Stat(f); err != nil {
+				fmt.Fprintf(stderr, "warning: tenant %s: instance.ca_file: %v (delivery to it waits for the file)\n", t.ID, err)
+			}
+		}
+	}
+	for _, f := range []string{cfg.Delivery.ClientCertFile, cfg.Delivery.ClientKeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				fmt.Fprintf(stderr, "warning: delivery: %v (delivery waits for the file; relay certs init makes one)\n", err)
+			}
+		}
 	}
 	for _, err := range errs {
 		fmt.Fprintln(stderr, err)

@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"math"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// maxErrorKinds bounds the distinct transport error messages a Recorder keeps.
+const maxErrorKinds = 16
+
+// Point is one second of a run's time series. Requests are attributed to the
+// second in which they completed.
+type Point struct {
+	T        int     `json:"t"`       // seconds since the measured window began
+	Seconds  float64 `json:"seconds"` // length of the interval: 1, less for a run cut short
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	RPS      float64 `json:"rps"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+}
+
+// Recorder collects the outcome of requests of one measured window: a total
+// latency histogram, status counts, and a per-second series computed from a
+// per-interval histogram. It is safe for concurrent use.
+type Recorder struct {
+	mu       sync.Mutex
+	start    time.Time
+	window   time.Duration
+	total    *Histogram
+	interval *Histogram // requests completed in second cur
+	cur      int
+	series   []Point // finished seconds, then the one being filled
+	status   map[int]int64
+	kinds    map[string]int64
+	requests int64 // every recorded request
+	inWindow int64 // those completed inside the window
+	errors   int64
+}
+
+// NewRecorder returns a Recorder for the window [start, start+window).
+// Requests that complete after the window still count in the totals and the
+// histogram, but not in the series or the throughput.
+func NewRecorder(start time.Time, window time.Duration) *Recorder {
+	n := max(int(math.Ceil(window.Seconds())), 1)
+	r := &Recorder{
+		start: start, window: window,
+		total: NewHistogram(), interval: NewHistogram(),
+		series: make([]Point, 1, n),
+		status: make(map[int]int64),
+		kinds:  make(map[string]int64),
+	}
+	r.series[0] = Point{T: 0, Seconds: 1}
+	return r
+}
+
+// Record adds a request that got an HTTP response with the given status.
+func (r *Recorder) Record(done time.Time, latency time.Duration, status int) {
+	r.mu.Lock()
+	r.requests++
+	r.status[status]++
+	r.total.Record(latency)
+	bad := status < 200 || status > 299
+	if bad {
+		r.errors++
+	}
+	if p := r.pointLocked(done); p != nil {
+		p.Requests++
+		if bad {
+			p.Errors++
+		}
+		r.interval.Record(latency)
+	}
+	r.mu.Unlock()
+}
+
+// RecordError adds a request that failed without a response (connection
+// error, timeout). It counts under status "error", not in the latencies.
+func (r *Recorder) RecordError(done time.Time, err error) {
+	msg := "unknown"
+	if err != nil {
+		msg = err.Error()
+	}
+	r.mu.Lock()
+	r.requests++
+	r.errors++
+	r.status[0]++
+	if _, ok := r.kinds[msg]; ok || len(r.kinds) < maxErrorKinds {
+		r.kinds[msg]++
+	} else {
+		r.kinds["other"]++
+	}
+	if p := r.pointLocked(done); p != nil {
+		p.Requests++
+		p.Errors++
+	}
+	r.mu.Unlock()
+}
+
+// pointLocked returns the series point for a completion at done, closing
+// the seconds before it, or nil when done lies outside the window.
+func (r *Recorder) pointLocked(done time.Time) *Point {
+	d := done.Sub(r.start)
+	if d < 0 || d >= r.window {
+		return nil
+	}
+	r.inWindow++
+	sec := int(d / time.Second)
+	for r.cur < sec {
+		r.closeLocked()
+		r.cur++
+		r.series = append(r.series, Point{T: r.cur, Seconds: 1})
+	}
+	// A request finishing a hair before another goroutine's may arrive after
+	// the second closed: its count goes to its second, its latency to the
+	// open interval.
+	return &r.series[sec]
+}
+
+// closeLocked computes the statistics of the interval being filled.
+func (r *Recorder) closeLocked() {
+	p := &r.series[r.cur]
+	p.P50 = r.interval.Quantile(0.50)
+	p.P99 = r.interval.Quantile(0.99)
+	r.interval.Reset()
+}
+
+// Progress returns the totals so far, for live progress lines.
+func (r *Recorder) Progress() (requests, errors int64, p50, p99 float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests, r.errors, r.total.Quantile(0.50), r.total.Quantile(0.99)
+}
+
+// Result closes the recording at end (the window's end, or earlier when the
+// run was cut short) and returns its statistics. Mode, target and load
+// fields are left for the caller. Recording after Result is not allowed.
+func (r *Recorder) Result(end time.Time) *Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	measured := min(max(end.Sub(r.start), 0), r.window)
+	r.closeLocked()
+	// Seconds without completions at the end of the window (a stall) still
+	// get their (empty) points; a window cut short ends with a partial one.
+	n := int(math.Ceil(measured.Seconds()))
+	for len(r.series) < n {
+		r.cur++
+		r.series = append(r.series, Point{T: r.cur, Seconds: 1})
+	}
+	r.series = r.series[:n] // a cut-short run has no later points
+	if n > 0 {
+		last := &r.series[n-1]
+		last.Seconds = measured.Seconds() - float64(n-1)
+	}
+	for i := range r.series {
+		if p := &r.series[i]; p.Seconds > 0 {
+			p.RPS = float64(p.Requests) / p.Seconds
+		}
+	}
+
+	res := &Result{
+		Start:     r.start,
+		DurationS: measured.Seconds(),
+		Requests:  r.requests,
+		Errors:    r.errors,
+		Status:    make(map[string]int64, len(r.status)),
+		Latency:   r.total.Percentiles(),
+		Series:    r.series,
+		Spectrum:  r.total.Spectrum(),
+		Histogram: r.total,
+	}
+	if measured > 0 {
+		res.RequestsPerSec = float64(r.inWindow) / measured.Seconds()
+	}
+	for code, n := range r.status {
+		key := "error"
+		if code > 0 {
+			key = strconv.Itoa(code)
+		}
+		res.Status[key] += n
+	}
+	if len(r.kinds) > 0 {
+		res.ErrorKinds = r.kinds
+	}
+	return res
+}

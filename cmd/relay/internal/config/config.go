@@ -108,6 +108,9 @@ type Embedded struct {
 	// acknowledged events survive a crash of the relay process (they are in
 	// the operating system's page cache) but not of the machine.
 	SyncWrites bool `yaml:"sync_writes"`
+	// Retention is how long the embedded broker keeps events (it holds its
+	// log in memory as well as on disk). Applied hourly.
+	Retention time.Duration `yaml:"retention"` // default 168h
 }
 
 // Topics names the relay's topics.
@@ -174,6 +177,7 @@ func (c *Config) setDefaults() {
 	def(&c.Admin.Listen, "127.0.0.1:9090")
 	def(&c.Kafka.Embedded.Listen, "127.0.0.1:9092")
 	def(&c.Kafka.Embedded.DataDir, "./data/kafka")
+	defDur(&c.Kafka.Embedded.Retention, 7*24*time.Hour)
 	def(&c.Kafka.Topics.Events, "relay.events")
 	def(&c.Kafka.Topics.Unrouted, "relay.unrouted")
 	def(&c.Kafka.Topics.DLQ, "relay.dlq")
@@ -307,6 +311,7 @@ func (c *Config) Validate() []error {
 		"ingress.read_timeout": c.Ingress.ReadTimeout, "ingress.write_timeout": c.Ingress.WriteTimeout,
 		"ingress.idle_timeout": c.Ingress.IdleTimeout, "ingress.retry_after": c.Ingress.RetryAfter,
 		"kafka.produce_timeout": c.Kafka.ProduceTimeout, "tenants.reload_interval": c.Tenants.ReloadInterval,
+		"kafka.embedded.retention": c.Kafka.Embedded.Retention,
 		"shutdown.grace_period": c.Shutdown.GracePeriod,
 	}
 	for _, name := range sortedKeys(positive) {

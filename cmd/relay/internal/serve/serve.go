@@ -184,6 +184,9 @@ func (s *server) setup(ctx context.Context) error {
 		return err
 	}
 	topicConfigs := map[string]string{"max.message.bytes": strconv.Itoa(cfg.Ingress.MaxBodyBytes + 1<<20)}
+	if s.broker != nil {
+		topicConfigs["retention.ms"] = strconv.FormatInt(cfg.Kafka.Embedded.Retention.Milliseconds(), 10)
+	}
 	if err := retry(ctx, s.logger, "create topics", func(ctx context.Context) error {
 		return assigner.EnsureTopics(ctx, tenant.TopicSpec{Name: cfg.Kafka.Topics.Events, Partitions: 1, Configs: topicConfigs})
 	}); err != nil {

@@ -310,7 +310,9 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		delay := s.backoff.Delay(attempts, nil)
 		var de *DeliveryError
 		if errors.As(err, &de) && de.RetryAfter > 0 {
-			delay = min(de.RetryAfter, s.backoff.Max)
+			// The instance said when to come back: honour it, even past
+			// RetryMax (which bounds only our own backoff).
+			delay = de.RetryAfter
 		}
 		if m := s.cfg.Metrics; m != nil {
 			m.retries.Inc()

@@ -312,7 +312,7 @@ func (c *Config) Validate() []error {
 		"ingress.idle_timeout": c.Ingress.IdleTimeout, "ingress.retry_after": c.Ingress.RetryAfter,
 		"kafka.produce_timeout": c.Kafka.ProduceTimeout, "tenants.reload_interval": c.Tenants.ReloadInterval,
 		"kafka.embedded.retention": c.Kafka.Embedded.Retention,
-		"shutdown.grace_period": c.Shutdown.GracePeriod,
+		"shutdown.grace_period":    c.Shutdown.GracePeriod,
 	}
 	for _, name := range sortedKeys(positive) {
 		if positive[name] < 0 {

@@ -1,0 +1,147 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func write(t *testing.T, dir, name, data string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(p, []byte(data), 0o600))
+	return p
+}
+
+func noEnv(string) string { return "" }
+
+func TestDefaults(t *testing.T) {
+	c, err := Load("", noEnv, nil)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8080", c.Ingress.Listen)
+	require.Equal(t, "/webhooks/meta", c.Ingress.Path)
+	require.Equal(t, 8<<20, c.Ingress.MaxBodyBytes)
+	require.Equal(t, "127.0.0.1:9090", c.Admin.Listen)
+	require.Equal(t, "relay.events", c.Kafka.Topics.Events)
+	require.Equal(t, "relay.unrouted", c.Kafka.Topics.Unrouted)
+	require.Equal(t, "relay.dlq", c.Kafka.Topics.DLQ)
+	require.Equal(t, 5*time.Second, c.Kafka.ProduceTimeout)
+	require.True(t, c.EmbeddedBroker())
+	require.Equal(t, []string{"127.0.0.1:9092"}, c.BrokerAddrs())
+	require.Equal(t, 15, c.Delivery.MaxAttempts)
+	require.Equal(t, 72*time.Hour, c.Delivery.MaxAge)
+	require.Equal(t, 1, c.Delivery.MaxInFlightPerTenant)
+	require.True(t, c.Delivery.On())
+	// Without secrets the defaults are not enough to serve.
+	errs := c.Validate()
+	require.Len(t, errs, 2)
+	require.Contains(t, errs[0].Error(), "meta.app_secrets")
+	require.Contains(t, errs[1].Error(), "meta.verify_tokens")
+}
+
+func TestFileEnvFlagsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", `
+ingress: {listen: "127.0.0.1:1111", max_body_bytes: 4096}
+meta: {verify_tokens: [tok], app_secrets: [s1]}
+kafka: {brokers: ["k1:9092"], produce_timeout: 2s}
+tenants: {file: t.yaml}
+delivery: {enabled: false}
+`)
+	env := map[string]string{
+		"RELAY_INGRESS_LISTEN":        "127.0.0.1:2222",
+		"RELAY_KAFKA_BROKERS":         "k1:9092, k2:9092",
+		"RELAY_META_APP_SECRETS":      "s2,s3",
+		"RELAY_DELIVERY_ENABLED":      "true",
+		"RELAY_KAFKA_PRODUCE_TIMEOUT": "3s",
+	}
+	c, err := Load(path, func(k string) string { return env[k] }, []string{"ingress.listen=127.0.0.1:3333", "delivery.max_attempts=4"})
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:3333", c.Ingress.Listen, "flag beats env beats file")
+	require.Equal(t, 4096, c.Ingress.MaxBodyBytes, "file beats default")
+	require.Equal(t, []string{"k1:9092", "k2:9092"}, c.Kafka.Brokers)
+	require.Equal(t, []string{"s2", "s3"}, c.Meta.AppSecrets)
+	require.Equal(t, 3*time.Second, c.Kafka.ProduceTimeout)
+	require.True(t, c.Delivery.On())
+	require.Equal(t, 4, c.Delivery.MaxAttempts)
+	require.Equal(t, filepath.Join(dir, "t.yaml"), c.Tenants.File, "relative to the config file")
+	require.Empty(t, c.Validate())
+}
+
+func TestSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "secrets", "# app secrets\nsecret-one\n\n  secret-two  \n")
+	write(t, dir, "tokens", "tok\n")
+	path := write(t, dir, "relay.yaml", "meta: {app_secrets_file: secrets, verify_tokens_file: tokens}\n")
+	c, err := Load(path, noEnv, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"secret-one", "secret-two"}, c.Meta.AppSecrets)
+	require.Equal(t, []string{"tok"}, c.Meta.VerifyTokens)
+
+	_, err = Load(write(t, dir, "bad.yaml", "meta: {app_secrets_file: nope}\n"), noEnv, nil)
+	require.ErrorContains(t, err, "meta.app_secrets_file")
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		sets       []string
+		env        map[string]string
+		want       string
+	}{
+		{name: "unknown key", yaml: "ingress: {listne: x}\n", want: "listne"},
+		{name: "bad yaml", yaml: "ingress: [\n", want: "relay.yaml"},
+		{name: "bad duration", yaml: "kafka: {produce_timeout: soon}\n", want: "line 1: cannot unmarshal !!str `soon` into time.Duration"},
+		{name: "bad set", sets: []string{"ingress.listen"}, want: "key=value"},
+		{name: "unknown set key", sets: []string{"nope=1"}, want: "nope"},
+		{name: "bad env", env: map[string]string{"RELAY_INGRESS_MAX_BODY_BYTES": "lots"}, want: "RELAY_INGRESS_MAX_BODY_BYTES"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(t, dir, "relay.yaml", tc.yaml)
+			_, err := Load(path, func(k string) string { return tc.env[k] }, tc.sets)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestValidateNamesEveryField(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", `
+ingress: {listen: "nope", path: "webhooks", max_body_bytes: 10, tls: {cert_file: x.pem}}
+admin: {listen: ":"}
+kafka: {brokers: ["k1"], produce_timeout: -1s, topics: {dlq: relay.events}}
+delivery: {client_cert_file: c.pem, retry_initial: 1h, retry_max: 1m}
+log: {level: loud, format: xml}
+`)
+	c, err := Load(path, noEnv, nil)
+	require.NoError(t, err)
+	var lines []string
+	for _, e := range c.Validate() {
+		lines = append(lines, e.Error())
+	}
+	all := strings.Join(lines, "\n")
+	for _, field := range []string{
+		"ingress.listen", "ingress.path", "ingress.max_body_bytes", "ingress.tls", "admin.listen",
+		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
+		"delivery: set both", "delivery.retry_initial", "log.level", "log.format",
+	} {
+		require.Contains(t, all, field)
+	}
+	// Deterministic order, one line per problem.
+	again := c.Validate()
+	require.Len(t, again, len(lines))
+	for i := range again {
+		require.Equal(t, lines[i], again[i].Error())
+	}
+}
+
+func TestKeysHaveEnvNames(t *testing.T) {
+	keys := Keys()
+	require.Contains(t, keys, [2]string{"kafka.embedded.data_dir", "RELAY_KAFKA_EMBEDDED_DATA_DIR"})
+	require.Contains(t, keys, [2]string{"delivery.breaker.open_for", "RELAY_DELIVERY_BREAKER_OPEN_FOR"})
+}

@@ -228,6 +228,11 @@ func (p *Producer) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		select {
+		case <-done: // finished just as time ran out
+			return nil
+		default:
+		}
 		return fmt.Errorf("producer close: %w", ctx.Err())
 	}
 }

@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -20,15 +22,28 @@ type ServerConfig struct {
 	Logger         *slog.Logger
 }
 
-// NewServer returns the fasthttp server that serves in. Requests fasthttp
-// refuses before the handler runs (too large, malformed, too slow) are
-// answered and counted by in.HandleError.
-func (in *Ingress) NewServer(cfg ServerConfig) *fasthttp.Server {
+// Server is the ingress's fasthttp server, with a shutdown that also
+// closes connections that never sent a request: fasthttp counts a new
+// connection as idle only after 5 seconds, so a client or load balancer
+// that pre-connects would otherwise hold a graceful shutdown that long.
+type Server struct {
+	*fasthttp.Server
+
+	mu    sync.Mutex
+	fresh map[net.Conn]struct{}
+}
+
+// NewServer returns the server for in. Requests fasthttp refuses before the
+// handler runs (too large, malformed, too slow) are answered and counted
+// by in.HandleError.
+func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = in.cfg.Logger
 	}
-	return &fasthttp.Server{
+	s := &Server{fresh: map[net.Conn]struct{}{}}
+	s.Server = &fasthttp.Server{
+		ConnState:                    s.connState,
 		Handler:                      in.Handle,
 		ErrorHandler:                 in.HandleError,
 		Name:                         "relay",
@@ -40,6 +55,43 @@ func (in *Ingress) NewServer(cfg ServerConfig) *fasthttp.Server {
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{logger},
+	}
+	return s
+}
+
+func (s *Server) connState(c net.Conn, st fasthttp.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == fasthttp.StateNew {
+		s.fresh[c] = struct{}{}
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+// ShutdownWithContext stops accepting, closes connections that never sent
+// a request, and waits for requests in flight until ctx is done.
+func (s *Server) ShutdownWithContext(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.Server.ShutdownWithContext(ctx) }()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.closeFresh()
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) closeFresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.fresh {
+		_ = c.Close()
+		delete(s.fresh, c)
 	}
 }
 

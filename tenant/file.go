@@ -19,7 +19,9 @@ import (
 //	    accounts: ["104857392810345"]
 //	    instance: {mode: push, url: "https://…", ca_file: "", signing_secret: "whsec_…"}
 type fileFormat struct {
-	Tenants []*Tenant `yaml:"tenants"`
+	// A pointer, to tell a missing list (an empty or truncated file: refused)
+	// from an explicit "tenants: []" (no tenants: accepted).
+	Tenants *[]*Tenant `yaml:"tenants"`
 }
 
 // LoadFile reads and validates a tenants file. A ca_file that does not
@@ -46,10 +48,14 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
+	if f.Tenants == nil {
+		return nil, fmt.Errorf(`%w: tenants: missing (an empty file is refused; write "tenants: []" for no tenants)`, ErrInvalidFile)
+	}
+	tenants := *f.Tenants
 	var errs []error
-	ids := make(map[string]int, len(f.Tenants))
+	ids := make(map[string]int, len(tenants))
 	owners := make(map[string]string)
-	for i, t := range f.Tenants {
+	for i, t := range tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
 		if t == nil {
 			errs = append(errs, fmt.Errorf("%s: empty entry", field))
@@ -79,7 +85,7 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, errors.Join(errs...))
 	}
-	return f.Tenants, nil
+	return tenants, nil
 }
 
 func resolveSecret(t *Tenant, dir string, getenv func(string) string) error {

@@ -76,10 +76,14 @@ func TestLoadFile_Missing(t *testing.T) {
 }
 
 func TestParse_Empty(t *testing.T) {
-	for _, data := range []string{"", "tenants: []\n", "# nothing yet\n"} {
-		got, err := parse([]byte(data), t.TempDir(), noEnv)
-		require.NoError(t, err, "%q", data)
-		require.Empty(t, got, "%q", data)
+	got, err := parse([]byte("tenants: []\n"), t.TempDir(), noEnv)
+	require.NoError(t, err, "an explicit empty list means no tenants")
+	require.Empty(t, got)
+	// An empty or truncated file (an editor caught mid-write) must not
+	// drop every tenant.
+	for _, data := range []string{"", "# nothing yet\n", "other: 1\n"} {
+		_, err := parse([]byte(data), t.TempDir(), noEnv)
+		require.ErrorIs(t, err, ErrInvalidFile, "%q", data)
 	}
 }
 

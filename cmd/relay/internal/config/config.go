@@ -7,13 +7,12 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -33,6 +32,9 @@ type Config struct {
 
 	// dir is the config file's folder; relative paths are taken from it.
 	dir string
+	// problems found while reading the file (unknown keys, values of the
+	// wrong type); Validate reports them with the rest.
+	problems []error
 }
 
 // Ingress is the HTTP(S) listener Meta posts to.
@@ -207,10 +209,20 @@ func Load(path string, getenv func(string) string, sets []string) (*Config, erro
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(data, &doc); err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		if len(doc.Content) > 0 {
+			c.problems = unknownKeys(doc.Content[0], reflect.TypeOf(*c), "")
+			var te *yaml.TypeError
+			if err := doc.Content[0].Decode(c); errors.As(err, &te) {
+				for _, e := range te.Errors {
+					c.problems = append(c.problems, fmt.Errorf("%s: %s", path, e))
+				}
+			} else if err != nil {
+				return nil, fmt.Errorf("config %s: %w", path, err)
+			}
 		}
 		c.dir = filepath.Dir(path)
 	}
@@ -278,7 +290,7 @@ func (c *Config) resolvePaths() {
 // Validate reports every problem, one error per problem, each naming its
 // field.
 func (c *Config) Validate() []error {
-	var errs []error
+	errs := append([]error(nil), c.problems...)
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
@@ -390,4 +402,35 @@ func nonEmpty(ss []string) []string {
 		}
 	}
 	return out
+}
+
+// unknownKeys lists the mapping keys under n that t (a struct) has no
+// field for, each as "path.key: unknown key (line N)".
+func unknownKeys(n *yaml.Node, t reflect.Type, prefix string) []error {
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
+		return nil
+	}
+	var errs []error
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		f, ok := fieldByTag(t, k.Value)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s%s: unknown key (line %d)", prefix, k.Value, k.Line))
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
+			errs = append(errs, unknownKeys(v, f.Type, prefix+k.Value+".")...)
+		}
+	}
+	return errs
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name && f.IsExported() {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }

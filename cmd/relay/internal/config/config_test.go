@@ -94,9 +94,7 @@ func TestLoadErrors(t *testing.T) {
 		env        map[string]string
 		want       string
 	}{
-		{name: "unknown key", yaml: "ingress: {listne: x}\n", want: "listne"},
 		{name: "bad yaml", yaml: "ingress: [\n", want: "relay.yaml"},
-		{name: "bad duration", yaml: "kafka: {produce_timeout: soon}\n", want: "line 1: cannot unmarshal !!str `soon` into time.Duration"},
 		{name: "bad set", sets: []string{"ingress.listen"}, want: "key=value"},
 		{name: "unknown set key", sets: []string{"nope=1"}, want: "nope"},
 		{name: "bad env", env: map[string]string{"RELAY_INGRESS_MAX_BODY_BYTES": "lots"}, want: "RELAY_INGRESS_MAX_BODY_BYTES"},
@@ -138,6 +136,24 @@ log: {level: loud, format: xml}
 	for i := range again {
 		require.Equal(t, lines[i], again[i].Error())
 	}
+}
+
+func TestFileProblemsAreReportedWithTheRest(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", "ingress: {listne: x, listen: nope}\nkafka: {produce_timeout: soon, embedded: {dta_dir: x}}\nbogus: 1\n")
+	c, err := Load(path, noEnv, nil)
+	require.NoError(t, err)
+	var lines []string
+	for _, e := range c.Validate() {
+		lines = append(lines, e.Error())
+	}
+	all := strings.Join(lines, "\n")
+	require.Contains(t, all, "ingress.listne: unknown key (line 1)")
+	require.Contains(t, all, "kafka.embedded.dta_dir: unknown key (line 2)")
+	require.Contains(t, all, "bogus: unknown key (line 3)")
+	require.Contains(t, all, "line 2: cannot unmarshal !!str `soon` into time.Duration")
+	require.Contains(t, all, "ingress.listen", "the other problems are still reported")
+	require.Contains(t, all, "meta.app_secrets")
 }
 
 func TestKeysHaveEnvNames(t *testing.T) {

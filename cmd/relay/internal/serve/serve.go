@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/valyala/fasthttp"
 
 	"github.com/relaymw/relay/cmd/relay/internal/config"
 	"github.com/relaymw/relay/relay"
@@ -87,7 +86,7 @@ type server struct {
 	admin     *tenant.Admin
 	registry  *tenant.Registry
 	producer  *relay.Producer
-	ingress   *fasthttp.Server
+	ingress   *relay.Server
 	adminSrv  *adminServer
 
 	ingressAddr, adminAddr string
@@ -283,7 +282,9 @@ func (s *server) readiness(ctx context.Context) error {
 
 // shutdown stops accepting, finishes in-flight requests, flushes the
 // producer, drains delivery and commits its offsets, and closes, all within
-// the grace period.
+// the grace period. Requests get the grace period less a reserve for the
+// flush; a client still sending when that runs out is cut off (it never got
+// a 200, so nothing acknowledged is lost) and the shutdown stays clean.
 func (s *server) shutdown() error {
 	s.draining.Store(true)
 	grace := s.cfg.Shutdown.GracePeriod
@@ -292,9 +293,11 @@ func (s *server) shutdown() error {
 	s.logger.Info("shutting down", "grace_period", grace)
 	var errs []error
 	if s.ingress != nil {
-		if err := s.ingress.ShutdownWithContext(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("ingress: %w", err))
+		ictx, icancel := context.WithTimeout(ctx, grace-min(grace/3, 5*time.Second))
+		if err := s.ingress.ShutdownWithContext(ictx); err != nil {
+			s.logger.Warn("requests still unfinished at the end of the grace period were cut off; none had been answered", "err", err)
 		}
+		icancel()
 	}
 	if s.producer != nil {
 		if err := s.producer.Close(ctx); err != nil {

@@ -107,6 +107,10 @@ func eventID(value []byte) string {
 type testTenant struct {
 	ID       string
 	Accounts []string
+	// URL, CAFile and Secret are the tenant's instance settings; empty
+	// means instanceURL(ID), no ca_file (system roots) and the default
+	// development secret.
+	URL, CAFile, Secret string
 }
 
 // The tenants of the example tenants.yaml, which the fixtures route to.
@@ -137,7 +141,17 @@ func tenantsYAML(tenants ...testTenant) string {
 			}
 			fmt.Fprintf(&b, "%q", a)
 		}
-		fmt.Fprintf(&b, "]\n    instance: {mode: push, url: %q, signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}\n", instanceURL(t.ID))
+		url, secret, ca := instanceURL(t.ID), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ""
+		if t.URL != "" {
+			url = t.URL
+		}
+		if t.Secret != "" {
+			secret = t.Secret
+		}
+		if t.CAFile != "" {
+			ca = fmt.Sprintf(", ca_file: %q", t.CAFile)
+		}
+		fmt.Fprintf(&b, "]\n    instance: {mode: push, url: %q%s, signing_secret: %q}\n", url, ca, secret)
 	}
 	return b.String()
 }
@@ -176,6 +190,10 @@ type relayOptions struct {
 	// Brokers, when set, makes the relay use that Kafka instead of its
 	// embedded broker.
 	Brokers []string
+	// Delivery, when set, is the delivery section as a YAML flow mapping,
+	// e.g. `{client_cert_file: /x/relay-client.pem, retry_initial: 50ms}`;
+	// empty leaves every delivery key at its default.
+	Delivery string
 }
 
 // relayEnv is one relay installation: a folder holding relay.yaml,
@@ -288,6 +306,9 @@ shutdown:
   grace_period: %s
 `, e.Ingress, o.MaxBodyBytes, o.RetryAfter, e.Admin, testVerifyToken, testAppSecret, brokers, e.Kafka,
 		o.ProduceTimeout, o.ReloadInterval, o.GracePeriod)
+	if o.Delivery != "" {
+		cfg += "delivery: " + o.Delivery + "\n"
+	}
 	if err := os.WriteFile(e.ConfigPath, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
 	}

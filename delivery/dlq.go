@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,7 +95,17 @@ func (d *DLQ) List(ctx context.Context, tenantID string) ([]DeadLetter, error) {
 			return
 		}
 		if ev.Header(headerDLQMarker) != nil {
-			out = out[:0] // everything before the marker was redriven
+			// The dead letters the marker's redrive wrote back, up to
+			// redriven_through, are done; one written while that redrive
+			// was under way (after its List, before its marker) is not.
+			var m struct {
+				Through *int64 `json:"redriven_through"`
+			}
+			if json.Unmarshal(value, &m) != nil || m.Through == nil {
+				out = out[:0]
+				return
+			}
+			out = slices.DeleteFunc(out, func(dl DeadLetter) bool { return dl.Offset <= *m.Through })
 			return
 		}
 		dl := DeadLetter{

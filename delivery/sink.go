@@ -229,10 +229,15 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			return err
 		}
 		snap := s.cfg.Tenants.Snapshot()
-		var t *tenant.Tenant
-		if snap != nil {
-			t = snap.Tenant(ev.Tenant)
+		if snap == nil {
+			// No tenants loaded yet: that says nothing of this event's
+			// tenant. Wait for them rather than dead-letter it.
+			if !s.pause(ctx, func() bool { return s.cfg.Tenants.Snapshot() != nil }) {
+				return ctx.Err()
+			}
+			continue
 		}
+		t := snap.Tenant(ev.Tenant)
 		if t == nil {
 			return s.deadLetter(ctx, ev, "unknown_tenant", "unknown tenant "+strconv.Quote(ev.Tenant), attempts, first)
 		}

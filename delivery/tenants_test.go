@@ -1,0 +1,69 @@
+package delivery
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/relaymw/relay/tenant"
+)
+
+// TestTenants_UnknownTenantDeadLettered: an event naming a tenant that is
+// not in the tenants file goes to relay.dlq (reason names the tenant);
+// the events after it are delivered.
+func TestTenants_UnknownTenantDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	stray := simpleEvents("nobody", "9", "nobody", 1)
+	evs := simpleEvents("acme", "1", "acme", 1)
+	e.produce(e.partition("acme"), stray[0], evs[0])
+	r := e.start("relay.test.unknown", nil, nil)
+	inst.waitDelivered(1)
+	require.Eventually(t, func() bool { return len(e.deadLetters("nobody")) == 1 }, waitFor, 20*time.Millisecond)
+	dl := e.deadLetters("nobody")[0]
+	require.Equal(t, stray[0].ID, dl.EventID)
+	require.True(t, strings.Contains(dl.Reason, `"nobody"`), dl.Reason)
+	require.Equal(t, float64(1), r.gauge("relay_delivery_dead_letters_total", "reason", "unknown_tenant"))
+}
+
+// TestTenants_NotLoadedYetWaits: before the registry's first load its
+// Snapshot is nil. The sink must not take every event for one of an
+// unknown tenant and dead-letter it: it waits, and delivers once the
+// tenants are loaded.
+func TestTenants_NotLoadedYetWaits(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	evs := simpleEvents("acme", "1", "acme", 3)
+	e.produce(e.partition("acme"), evs...)
+
+	// A second registry over the same file, as a relay that has not loaded
+	// it yet.
+	admin := &tenant.Admin{Client: e.newClient(), Brokers: []string{e.addr}, ReplicationFactor: 1}
+	fresh, err := tenant.NewRegistry(tenant.RegistryConfig{
+		File:       e.tenantsFile,
+		Assigner:   &tenant.Assigner{Admin: admin, Topic: testTenantsTopic, Events: testEventsTopic},
+		Registerer: prometheus.NewRegistry(),
+	})
+	require.NoError(t, err)
+	require.Nil(t, fresh.Snapshot())
+
+	r := e.start("relay.test.not-loaded", func(c *SinkConfig) { c.Tenants = fresh }, nil)
+	require.Eventually(t, func() bool { return r.gauge("relay_delivery_paused_partitions") >= 1 }, waitFor, tick,
+		"the partition waits for the tenants")
+	require.Never(t, func() bool { return len(e.deadLetters("acme")) > 0 || inst.count() > 0 }, 300*time.Millisecond, 20*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, fresh.Reload(ctx))
+	inst.waitDelivered(3)
+	require.Equal(t, []string{evs[0].ID, evs[1].ID, evs[2].ID}, inst.delivered())
+	require.Empty(t, e.deadLetters("acme"))
+}

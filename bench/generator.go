@@ -69,6 +69,26 @@ type Config struct {
 	Progress io.Writer
 	// Label names the run in reports.
 	Label string
+
+	// OnResponse, when set, is called for every request that was sent,
+	// warmup ones included, by the goroutine that sent it, once it was
+	// answered or failed (also when the run is being cancelled). It runs
+	// between that connection's requests, so it should be quick.
+	OnResponse func(Response)
+}
+
+// Response is the outcome of one sent request, as passed to
+// Config.OnResponse.
+type Response struct {
+	Seq uint64 // the body's sequence number (Payloads.AppendBody)
+	// Body is the body as sent; it is reused after the call returns.
+	Body []byte
+	// Start is the request's latency origin: its scheduled send time (open
+	// loop) or its actual send time (closed loop).
+	Start    time.Time
+	Measured bool  // Start lies inside the measured window
+	Status   int   // HTTP status; 0 when Err is set
+	Err      error // transport error
 }
 
 func (c *Config) check() error {
@@ -297,6 +317,7 @@ func (g *generator) openWorker(ctx context.Context, due <-chan uint64) {
 		}
 		status, err := s.send(g.seqBase + i)
 		g.finish(ctx, measured, t, status, err)
+		s.respond(g.seqBase+i, t, measured, status, err)
 	}
 }
 
@@ -313,8 +334,10 @@ func (g *generator) runClosed(ctx context.Context) {
 				if !start.Before(g.we) {
 					return
 				}
-				status, err := s.send(g.seqBase + seq.Add(1))
+				n := g.seqBase + seq.Add(1)
+				status, err := s.send(n)
 				g.finish(ctx, !start.Before(g.ws), start, status, err)
+				s.respond(n, start, !start.Before(g.ws), status, err)
 			}
 		})
 	}
@@ -398,6 +421,13 @@ func (s *sender) send(seq uint64) (status int, err error) {
 		return 0, err
 	}
 	return s.resp.StatusCode(), nil
+}
+
+// respond passes the outcome of the request just sent to Config.OnResponse.
+func (s *sender) respond(seq uint64, start time.Time, measured bool, status int, err error) {
+	if s.g.cfg.OnResponse != nil {
+		s.g.cfg.OnResponse(Response{Seq: seq, Body: s.body, Start: start, Measured: measured, Status: status, Err: err})
+	}
 }
 
 func (s *sender) release() {

@@ -20,6 +20,7 @@ commands:
   certs         make a development CA and certificates
   dlq           list or redrive a tenant's dead letters
   sink          a stand-in tenant instance that prints what it receives
+  bench         measure the relay: ingest load, compare, end to end
   version       print the version
 
 Run "relay <command> -h" for a command's flags.
@@ -33,6 +34,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"certs":        runCerts,
 	"sink":         runSink,
 	"dlq":          runDLQ,
+	"bench":        runBench,
 	"version": func(_ []string, stdout, _ io.Writer) int {
 		fmt.Fprintln(stdout, "relay", version)
 		return 0

@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
+)
+
+// OnResponse sees every request sent, warmup included, with the body the
+// server got, its status and whether it was measured, in both loops.
+func TestBenchGeneratorOnResponse(t *testing.T) {
+	for _, mode := range []string{ModeConcurrency, ModeRate} {
+		t.Run(mode, func(t *testing.T) {
+			var mu sync.Mutex
+			served := map[[32]byte]int{} // body hash → status
+			url := serveFast(t, func(ctx *fasthttp.RequestCtx) {
+				status := fasthttp.StatusOK
+				if bytes.Contains(ctx.PostBody(), []byte(`"object":"instagram"`)) {
+					status = fasthttp.StatusServiceUnavailable
+				}
+				mu.Lock()
+				served[sha256.Sum256(ctx.PostBody())] = status
+				mu.Unlock()
+				ctx.SetStatusCode(status)
+			})
+			p, err := NewPayloads(PayloadOptions{Tenants: Tenants(3), Templates: []string{"messenger_message", "instagram_dm"}})
+			require.NoError(t, err)
+			var (
+				calls, measured atomic.Int64
+				rmu             sync.Mutex
+				seen            = map[[32]byte]int{}
+				seqs            = map[uint64]bool{}
+			)
+			cfg := Config{
+				URL: url, Duration: 400 * time.Millisecond, Warmup: 200 * time.Millisecond, Payloads: p,
+				OnResponse: func(r Response) {
+					calls.Add(1)
+					if r.Measured {
+						measured.Add(1)
+					}
+					rmu.Lock()
+					seen[sha256.Sum256(r.Body)] = r.Status
+					seqs[r.Seq] = true
+					rmu.Unlock()
+					if r.Err != nil || r.Start.IsZero() {
+						t.Errorf("response %+v", r)
+					}
+				},
+			}
+			if mode == ModeRate {
+				cfg.Rate, cfg.Connections = 300, 8
+			} else {
+				cfg.Concurrency = 4
+			}
+			res, err := Run(context.Background(), cfg)
+			require.NoError(t, err)
+			require.Equal(t, int64(len(served)), calls.Load(), "one call per request served")
+			require.Equal(t, served, seen, "bodies and statuses as the server saw them")
+			require.Len(t, seqs, len(seen))
+			require.Equal(t, res.Requests, measured.Load())
+			require.Greater(t, calls.Load(), measured.Load(), "warmup requests are reported too")
+		})
+	}
+}
+
+// The baseline with its own embedded broker answers 200 once written, and
+// keeps its data in the folder.
+func TestBenchServeBaselineEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	addr, _ := runServer(t, func(ctx context.Context, ln net.Listener) error {
+		return ServeBaselineEmbedded(ctx, ln, dir, testSecret)
+	})
+	client := &http.Client{Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	p, err := NewPayloads(PayloadOptions{Tenants: Tenants(2)})
+	require.NoError(t, err)
+	for seq := range uint64(7) {
+		require.Equal(t, http.StatusOK, postSigned(t, client, "http://"+addr+IngressPath, testSecret, p.AppendBody(nil, seq)))
+	}
+	require.Equal(t, http.StatusForbidden, postSigned(t, client, "http://"+addr+IngressPath, "wrong", p.AppendBody(nil, 9)))
+}
+
+// The end-to-end histogram quantiles are estimated from a real Prometheus
+// exposition, summed over label sets.
+func TestBenchHistogramQuantiles(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "x_seconds", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20),
+	}, []string{"k"})
+	reg.MustRegister(h)
+	// 100 observations: 50 at 0.7 ms (bucket 0.5–1 ms), 49 at 3 ms (2–4
+	// ms), 1 at 100 ms, over two label sets.
+	for i := range 50 {
+		h.WithLabelValues([]string{"a", "b"}[i%2]).Observe(0.0007)
+	}
+	for range 49 {
+		h.WithLabelValues("a").Observe(0.003)
+	}
+	h.WithLabelValues("b").Observe(0.1)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+
+	q, err := FetchHistogramQuantiles(context.Background(), srv.URL, "x_seconds")
+	require.NoError(t, err)
+	require.Equal(t, 100.0, q.Count)
+	require.InDelta(t, 1.0, q.P50, 1e-9, "rank 50 is the top of the 0.5–1 ms bucket")
+	require.Greater(t, q.P99, 2.0)
+	require.LessOrEqual(t, q.P99, 4.0)
+
+	_, err = FetchHistogramQuantiles(context.Background(), srv.URL, "missing_seconds")
+	require.Error(t, err)
+	require.Zero(t, BucketQuantile(0.5, nil))
+	b, err := ParseHistogram(strings.NewReader("y_bucket{le=\"1\"} 0\ny_bucket{le=\"2\"} 1\ny_bucket{le=\"+Inf\"} 2\n"), "y")
+	require.NoError(t, err)
+	require.True(t, math.IsInf(b[2].Le, 1))
+	require.Equal(t, 2.0, BucketQuantile(0.99, b), "a rank in the +Inf bucket gives the highest finite bound")
+}
+
+// The comparison table has a row per run and the ratios.
+func TestBenchCompareTable(t *testing.T) {
+	mk := func(label string, rps float64) *Result {
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps,
+			Latency: Percentiles{P50: 1, P90: 2, P99: 3, P999: 4, Max: 5}}
+	}
+	half := mk("relay@50%", 500)
+	half.Mode, half.Rate = ModeRate, 500
+	r := &CompareResult{
+		Ceiling: mk("ceiling", 4000), Relay: mk("relay", 1000), Baseline: mk("baseline", 250), RelayHalfRate: half,
+		RelayOverCeiling: 0.25, RelayOverBaseline: 4,
+		TenantCounts: &TenantCountRuns{Runs: map[string]*Result{"1000": mk("relay 1000 tenants", 950), "10": mk("relay 10 tenants", 1000)}, Ratio: 0.95, RatioOf: "1000/10"},
+		CPU:          map[string]*CPUShare{"relay": {Generator: 0.5, Target: 1.2}},
+	}
+	var b bytes.Buffer
+	require.NoError(t, r.WriteTable(&b))
+	out := b.String()
+	t.Log("\n" + out)
+	for _, want := range []string{"ceiling", "baseline", "relay@50%", "500/s", "relay 10 tenants", "relay/ceiling   0.250", "relay/baseline  4.000", "ratio 0.950", "within 10%", "1.20"} {
+		require.Contains(t, out, want)
+	}
+	require.Less(t, strings.Index(out, "relay 10 tenants"), strings.Index(out, "relay 1000 tenants"), "counts in numeric order")
+	require.Len(t, r.Runs(), 6)
+}

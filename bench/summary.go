@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// WriteSummary prints a run's outcome: load, throughput, status counts and
+// latency percentiles.
+func (r *Result) WriteSummary(w io.Writer) error {
+	var b strings.Builder
+	label := r.Label
+	if label == "" {
+		label = "run"
+	}
+	load := fmt.Sprintf("closed loop, %d connections", r.Concurrency)
+	if r.Mode == ModeRate {
+		load = fmt.Sprintf("open loop at %g/s, %d connections", r.Rate, r.Connections)
+	}
+	fmt.Fprintf(&b, "%s: %s, %.1f s measured after %.1f s warmup\n", label, load, r.DurationS, r.WarmupS)
+	fmt.Fprintf(&b, "  requests     %d (%.0f/s), errors %d, dropped %d, connections opened %d\n",
+		r.Requests, r.RequestsPerSec, r.Errors, r.Dropped, r.Connects)
+	fmt.Fprintf(&b, "  status       %s\n", statusLine(r.Status))
+	fmt.Fprintf(&b, "  latency ms   %s\n", percentilesLine(r.Latency))
+	if r.SendLag != nil {
+		fmt.Fprintf(&b, "  send lag ms  %s\n", percentilesLine(*r.SendLag))
+	}
+	for _, k := range sortedStrings(r.ErrorKinds) {
+		fmt.Fprintf(&b, "  error        %d × %s\n", r.ErrorKinds[k], k)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func percentilesLine(p Percentiles) string {
+	return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f", p.P50, p.P90, p.P99, p.P999, p.Max)
+}
+
+func statusLine(status map[string]int64) string {
+	if len(status) == 0 {
+		return "none"
+	}
+	parts := make([]string, 0, len(status))
+	for _, k := range sortedStrings(status) {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, status[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func sortedStrings[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,424 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
+
+	"github.com/relaymw/relay/bench"
+	"github.com/relaymw/relay/tenant"
+)
+
+// ---- in-process: ingest, tenants, usage ----
+
+// benchServeCeilingRecording serves bench.CeilingHandler on loopback, and
+// keeps the bodies it got; it returns the ingress URL.
+func benchServeCeilingRecording(t *testing.T) (url string, bodies func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		got = append(got, string(ctx.PostBody()))
+		mu.Unlock()
+		bench.CeilingHandler(ctx)
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		require.NoError(t, srv.Shutdown())
+		require.NoError(t, <-errc)
+	})
+	return "http://" + ln.Addr().String() + "/webhooks/meta", func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}
+
+// benchReadJSON reads a JSON object from a file.
+func benchReadJSON(t *testing.T, name string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b, &m), "%s", b)
+	return m
+}
+
+// benchRequireIngestKeys checks the ingest JSON contract of a result.
+func benchRequireIngestKeys(t *testing.T, m map[string]any) {
+	t.Helper()
+	require.Contains(t, m, "requests_per_sec")
+	require.Contains(t, m, "status")
+	benchRequireLatencyKeys(t, m)
+}
+
+// benchRequireLatencyKeys checks latency_ms {p50,p90,p99,p999,max}.
+func benchRequireLatencyKeys(t *testing.T, m map[string]any) {
+	t.Helper()
+	lat, ok := m["latency_ms"].(map[string]any)
+	require.True(t, ok, "latency_ms: %v", m["latency_ms"])
+	for _, k := range []string{"p50", "p90", "p99", "p999", "max"} {
+		require.Contains(t, lat, k)
+	}
+}
+
+// The ingest subcommand against a ceiling server in this process, closed
+// and open loop: the JSON contract, the summary, and --mix (names,
+// repeated and comma-separated) selecting exactly those templates.
+func TestBenchIngestCeiling(t *testing.T) {
+	for _, load := range [][]string{{"--concurrency", "4"}, {"--rate", "300", "--connections", "8"}} {
+		t.Run(load[0][2:], func(t *testing.T) {
+			url, bodies := benchServeCeilingRecording(t)
+			dir := t.TempDir()
+			jsonFile, reportFile := filepath.Join(dir, "ingest.json"), filepath.Join(dir, "ingest.html")
+			args := append([]string{"bench", "ingest", "--url", url, "--secret", "s3cret", "--duration", "1200ms", "--warmup", "200ms",
+				"--tenants", "3", "--mix", "instagram_dm", "--mix", "messenger_message,page_feed_comment",
+				"--size", "512", "--json", jsonFile, "--report", reportFile}, load...)
+			var stdout, stderr bytes.Buffer
+			require.Equal(t, 0, run(args, &stdout, &stderr), "stderr: %s", stderr.String())
+
+			m := benchReadJSON(t, jsonFile)
+			benchRequireIngestKeys(t, m)
+			require.Positive(t, m["requests_per_sec"])
+			status := m["status"].(map[string]any)
+			require.Equal(t, []string{"200"}, benchKeys(status))
+			require.Contains(t, stdout.String(), "p99.9")
+			require.Contains(t, stdout.String(), "200: ")
+			require.Contains(t, stderr.String(), "req/s", "live progress on stderr")
+			html, err := os.ReadFile(reportFile)
+			require.NoError(t, err)
+			require.Contains(t, string(html), "<svg")
+
+			counts := map[string]int{}
+			for _, b := range bodies() {
+				switch {
+				case strings.Contains(b, "Do you have this in size M?"):
+					counts["instagram_dm"]++
+				case strings.Contains(b, "Hi, is the blue jacket still available?"):
+					counts["messenger_message"]++
+				case strings.Contains(b, `"field":"feed"`):
+					counts["page_feed_comment"]++
+				default:
+					counts["other"]++
+				}
+				routed := false
+				for _, tn := range bench.Tenants(3) {
+					for _, a := range tn.Accounts() {
+						routed = routed || strings.Contains(b, `"`+a+`"`)
+					}
+				}
+				require.True(t, routed, "routed to one of the 3 bench tenants: %s", b)
+			}
+			require.Zero(t, counts["other"], "%v", counts)
+			for _, name := range []string{"instagram_dm", "messenger_message", "page_feed_comment"} {
+				require.Positive(t, counts[name], "%v", counts)
+			}
+		})
+	}
+}
+
+func benchKeys(m map[string]any) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// relay bench tenants writes a file the relay's own loader accepts, with
+// the bench's accounts and the instance URLs asked for.
+func TestBenchTenantsFile(t *testing.T) {
+	dir := t.TempDir()
+	out, jsonFile := filepath.Join(dir, "tenants.yaml"), filepath.Join(dir, "tenants.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"bench", "tenants", "--count", "3", "--out", out,
+		"--instance-url-base", "https://127.0.0.1:9555/", "--ca-file", "ca.pem", "--json", jsonFile}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	ts, err := tenant.LoadFile(out)
+	require.NoError(t, err)
+	require.Len(t, ts, 3)
+	want := bench.Tenants(3)
+	for i, tn := range ts {
+		require.Equal(t, want[i].ID, tn.ID)
+		require.Equal(t, want[i].Accounts(), tn.Accounts)
+		require.Equal(t, "https://127.0.0.1:9555/"+want[i].ID, tn.Instance.URL)
+		require.Equal(t, filepath.Join(dir, "ca.pem"), tn.Instance.CAFile)
+		require.True(t, strings.HasPrefix(tn.Instance.SigningSecret, "whsec_"))
+	}
+	m := benchReadJSON(t, jsonFile)
+	require.Equal(t, 3.0, m["count"])
+
+	stdout.Reset()
+	require.Equal(t, 0, run([]string{"bench", "tenants", "--count", "2", "--out", "-"}, &stdout, &stderr))
+	require.Contains(t, stdout.String(), "id: t0002")
+}
+
+// Usage errors exit 2 before anything runs.
+func TestBenchUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench"},
+		{"bench", "nope"},
+		{"bench", "ingest"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "10", "--concurrency", "2"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--mix", "no_such_template"},
+		{"bench", "compare", "--tenant-counts", "10,x"},
+		{"bench", "e2e", "--duration", "0s"},
+		{"bench", "tenants", "--count", "3"},
+		{"bench", "tenants", "--count", "3", "--out", "-", "--instance-url-base", "http://x"},
+	} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, 2, run(args, &stdout, &stderr), "%v: %s", args, stderr.String())
+	}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"bench", "-h"}, &stdout, &stderr))
+	require.Contains(t, stdout.String(), "compare")
+}
+
+// ---- the binary: compare and e2e with their child processes ----
+
+// benchBuild builds the relay binary into dir (without -race: it is the
+// system under measurement and the generator's host).
+func benchBuild(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "relay")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// benchRun runs the binary with a deadline and TMPDIR=tmp, and returns its
+// exit code and output. The environment carries no RELAY_* variables.
+type benchRunResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func benchRun(t *testing.T, bin string, timeout time.Duration, tmp string, args ...string) benchRunResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(benchEnv(), "TMPDIR="+tmp)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("%v: %v", args, err)
+	}
+	require.NoError(t, ctx.Err(), "relay %v did not finish within %s; stderr:\n%s", args, timeout, stderr.String())
+	return benchRunResult{code, stdout.String(), stderr.String()}
+}
+
+func benchEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RELAY_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+var benchStartedRe = regexp.MustCompile(`bench: started (\S+) \(pid (\d+)\)`)
+
+// benchChildPIDs returns the children a bench run reported starting.
+func benchChildPIDs(stderr string) map[string]int {
+	pids := map[string]int{}
+	for _, m := range benchStartedRe.FindAllStringSubmatch(stderr, -1) {
+		pid, _ := strconv.Atoi(m[2])
+		pids[m[1]] = pid
+	}
+	return pids
+}
+
+// benchRequireGone fails if any of the processes still exists.
+func benchRequireGone(t *testing.T, pids map[string]int) {
+	t.Helper()
+	for name, pid := range pids {
+		require.True(t, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH), "child %s (pid %d) survived the bench", name, pid)
+	}
+}
+
+// benchJSONPIDs returns the children listed in a result's JSON.
+func benchJSONPIDs(t *testing.T, m map[string]any) map[string]int {
+	t.Helper()
+	pids := map[string]int{}
+	list, ok := m["children"].([]any)
+	require.True(t, ok, "children: %v", m["children"])
+	for _, c := range list {
+		c := c.(map[string]any)
+		pids[c["name"].(string)] = int(c["pid"].(float64))
+	}
+	return pids
+}
+
+// compare and e2e run as the real binary, with real children: the relay,
+// its embedded broker, the ceiling, the baseline and local mTLS instances.
+func TestBenchProcesses(t *testing.T) {
+	bin := benchBuild(t, t.TempDir())
+
+	// e2e, a few tenants, a low rate: everything answered 200 arrives.
+	t.Run("e2e", func(t *testing.T) {
+		t.Parallel()
+		dir, tmp := t.TempDir(), t.TempDir()
+		jsonFile := filepath.Join(dir, "e2e.json")
+		r := benchRun(t, bin, time.Minute, tmp, "bench", "e2e", "--tenants", "3", "--rate", "50", "--duration", "2s",
+			"--warmup", "500ms", "--json", jsonFile, "--report", filepath.Join(dir, "e2e.html"))
+		require.Equal(t, 0, r.code, "stderr:\n%s", r.stderr)
+		m := benchReadJSON(t, jsonFile)
+		for _, k := range []string{"ingested_per_sec", "delivered_per_sec", "lost", "duplicates"} {
+			require.Contains(t, m, k)
+		}
+		benchRequireLatencyKeys(t, m)
+		require.Zero(t, m["lost"])
+		require.Zero(t, m["unexpected"])
+		require.Positive(t, m["ingested_per_sec"])
+		require.Positive(t, m["delivered_per_sec"])
+		require.Equal(t, m["accepted_events"], m["delivered_events"])
+		require.Equal(t, "all received", m["drain_end"])
+		e2e, ok := m["relay_end_to_end"].(map[string]any)
+		require.True(t, ok, "relay_end_to_end: %v", m["relay_end_to_end"])
+		require.Positive(t, e2e["count"])
+		require.Contains(t, r.stdout, "lost 0")
+		require.Contains(t, r.stdout, "relay_delivery_end_to_end_seconds")
+		benchRequireGone(t, benchJSONPIDs(t, m))
+		benchRequireEmptyDir(t, tmp)
+	})
+
+	// e2e with instances that forget about one event in four: exactly
+	// those are reported lost, and the exit code says so.
+	t.Run("e2e-forgetting-instances", func(t *testing.T) {
+		t.Parallel()
+		jsonFile := filepath.Join(t.TempDir(), "e2e.json")
+		r := benchRun(t, bin, time.Minute, t.TempDir(), "bench", "e2e", "--tenants", "3", "--rate", "50", "--duration", "2s",
+			"--warmup", "300ms", "--forget-every", "4", "--drain-idle", "1s", "--json", jsonFile)
+		require.Equal(t, 1, r.code, "stderr:\n%s", r.stderr)
+		m := benchReadJSON(t, jsonFile)
+		require.Positive(t, m["forgotten"])
+		require.Equal(t, m["forgotten"], m["lost"])
+		require.Zero(t, m["duplicates"])
+		require.Equal(t, m["accepted_events"].(float64)-m["lost"].(float64), m["delivered_events"])
+		require.Contains(t, r.stderr, "were never delivered")
+		benchRequireGone(t, benchJSONPIDs(t, m))
+	})
+
+	// compare, short and light: the contract keys, positive ratios, every
+	// child gone.
+	t.Run("compare", func(t *testing.T) {
+		dir, tmp := t.TempDir(), t.TempDir()
+		jsonFile, reportFile := filepath.Join(dir, "compare.json"), filepath.Join(dir, "compare.html")
+		r := benchRun(t, bin, 2*time.Minute, tmp, "bench", "compare", "--duration", "1s", "--warmup", "500ms",
+			"--concurrency", "4", "--tenants", "5", "--tenant-counts", "2,4", "--json", jsonFile, "--report", reportFile)
+		require.Equal(t, 0, r.code, "stderr:\n%s", r.stderr)
+		m := benchReadJSON(t, jsonFile)
+		for _, k := range []string{"ceiling", "relay", "baseline", "relay_half_rate"} {
+			sub, ok := m[k].(map[string]any)
+			require.True(t, ok, "%s: %v", k, m[k])
+			benchRequireIngestKeys(t, sub)
+			require.Positive(t, sub["requests_per_sec"], k)
+			require.Equal(t, []string{"200"}, benchKeys(sub["status"].(map[string]any)), k)
+		}
+		require.Equal(t, "rate", m["relay_half_rate"].(map[string]any)["mode"])
+		require.Positive(t, m["relay_over_ceiling"])
+		require.Positive(t, m["relay_over_baseline"])
+		tc := m["tenant_counts"].(map[string]any)
+		require.Positive(t, tc["ratio"])
+		require.Equal(t, "4/2", tc["ratio_of"])
+		require.Len(t, tc["runs"], 2)
+		for _, want := range []string{"relay/ceiling", "relay/baseline", "relay@50%", "p99.9"} {
+			require.Contains(t, r.stdout, want)
+		}
+		html, err := os.ReadFile(reportFile)
+		require.NoError(t, err)
+		for _, label := range []string{"ceiling", "baseline", "relay@50%", "relay 4 tenants"} {
+			require.Contains(t, string(html), label)
+		}
+		pids := benchJSONPIDs(t, m)
+		require.Len(t, pids, 5) // ceiling, relay, baseline, two more relays
+		require.Equal(t, pids, benchChildPIDs(r.stderr))
+		benchRequireGone(t, pids)
+		benchRequireEmptyDir(t, tmp)
+	})
+
+	// SIGINT while the relay is being measured: the bench exits promptly,
+	// takes its children with it and removes its temporary folders.
+	t.Run("compare-interrupted", func(t *testing.T) {
+		tmp := t.TempDir()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "bench", "compare", "--duration", "1500ms", "--warmup", "0s",
+			"--concurrency", "2", "--tenants", "2")
+		cmd.Env = append(benchEnv(), "TMPDIR="+tmp)
+		var stderr benchSyncBuffer
+		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		require.NoError(t, cmd.Start())
+		require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "== relay:") },
+			30*time.Second, 10*time.Millisecond, stderr.String())
+		require.NoError(t, cmd.Process.Signal(os.Interrupt))
+		began := time.Now()
+		err := cmd.Wait()
+		require.Less(t, time.Since(began), 15*time.Second)
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, stderr.String())
+		require.Equal(t, 1, exit.ExitCode(), stderr.String())
+		pids := benchChildPIDs(stderr.String())
+		require.Contains(t, pids, "ceiling")
+		require.Contains(t, pids, "relay")
+		benchRequireGone(t, pids)
+		benchRequireEmptyDir(t, tmp)
+	})
+}
+
+// benchRequireEmptyDir fails if dir holds anything.
+func benchRequireEmptyDir(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	require.Empty(t, names, "left behind in %s", dir)
+}
+
+// benchSyncBuffer is a bytes.Buffer safe for a writer and a reader.
+type benchSyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *benchSyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *benchSyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -18,7 +18,7 @@ import (
 
 // Compare defaults.
 const (
-	DefaultCompareTenants = 100
+	DefaultCompareTenants = 10
 	DefaultDuration       = 10 * time.Second
 	DefaultWarmup         = 3 * time.Second
 	// TenantCountTarget is the least acceptable ratio of the relay's
@@ -39,7 +39,8 @@ type CompareConfig struct {
 	Timeout     time.Duration // per request (0: DefaultTimeout)
 	Size        int           // body size (0: DefaultBodySize)
 	Templates   []string      // empty: all
-	// Tenants the bodies are spread over and the relay knows (0: 100).
+	// Tenants the bodies are spread over and the relay knows (0: 10); the
+	// baseline writes to as many partitions.
 	Tenants int
 	// TenantCounts, when set, measures the relay once more per count
 	// (closed loop), each with a fresh relay knowing that many tenants.
@@ -240,7 +241,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	}
 
 	// 3. The baseline.
-	t, err = tg.startBaseline(ctx, secret)
+	t, err = tg.startBaseline(ctx, secret, cfg.Tenants)
 	if err != nil {
 		return res, err
 	}

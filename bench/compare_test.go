@@ -82,7 +82,7 @@ func TestBenchGeneratorOnResponse(t *testing.T) {
 func TestBenchServeBaselineEmbedded(t *testing.T) {
 	dir := t.TempDir()
 	addr, _ := runServer(t, func(ctx context.Context, ln net.Listener) error {
-		return ServeBaselineEmbedded(ctx, ln, dir, testSecret)
+		return ServeBaselineEmbedded(ctx, ln, dir, testSecret, 1)
 	})
 	client := &http.Client{Timeout: 10 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)

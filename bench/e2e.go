@@ -235,7 +235,7 @@ func E2E(ctx context.Context, cfg E2EConfig) (*E2EResult, error) {
 	if err := probe(ctx, relayT, payloads, secret, ledger, defaultProbeTimeout); err != nil {
 		return res, err
 	}
-	fmt.Fprintln(progress, "bench: delivery works (probe event received); starting the load")
+	fmt.Fprintf(progress, "bench: delivery works (probe event received); starting the load (relay admin: http://%s/metrics, /debug/pprof/)\n", relayT.Admin)
 	if forget != nil {
 		forget.armed.Store(true)
 	}

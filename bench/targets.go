@@ -76,12 +76,13 @@ func (t *targets) startCeiling(ctx context.Context) (*Target, error) {
 }
 
 // startBaseline starts `bench serve-baseline` with its own embedded broker.
-func (t *targets) startBaseline(ctx context.Context, secret string) (*Target, error) {
+func (t *targets) startBaseline(ctx context.Context, secret string, partitions int) (*Target, error) {
 	d, err := t.folder("baseline-kafka")
 	if err != nil {
 		return nil, err
 	}
-	return t.startListening(ctx, "baseline", "bench", "serve-baseline", "--data-dir", d, "--secret", secret)
+	return t.startListening(ctx, "baseline", "bench", "serve-baseline", "--data-dir", d, "--secret", secret,
+		"--partitions", strconv.Itoa(partitions))
 }
 
 // RelayOptions configures a relay target.
@@ -186,7 +187,8 @@ func RelayConfigYAML(c RelayConfig) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by relay bench\n")
 	fmt.Fprintf(&b, "ingress:\n  listen: %s\n  path: %s\n", q(c.Ingress), q(IngressPath))
-	fmt.Fprintf(&b, "admin:\n  listen: %s\n", q(c.Admin))
+	// pprof on loopback, so that a run can be profiled while it goes.
+	fmt.Fprintf(&b, "admin:\n  listen: %s\n  pprof: true\n", q(c.Admin))
 	fmt.Fprintf(&b, "meta:\n  verify_tokens: [\"relay-bench\"]\n  app_secrets: [%s]\n", q(c.Secret))
 	fmt.Fprintf(&b, "kafka:\n  brokers: []\n  embedded: {listen: %s, data_dir: %s}\n", q(c.Kafka), q(c.DataDir))
 	fmt.Fprintf(&b, "tenants:\n  file: %s\n", q(c.TenantsFile))

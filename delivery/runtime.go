@@ -24,8 +24,10 @@ type RuntimeConfig struct {
 	// Module handles the events.
 	Module Module
 	// Transport carries the fetches (a kafka-go transport of its own is
-	// made when nil).
+	// made when nil); Dialer connects the consumer group (kafka-go's
+	// default when nil).
 	Transport *kafka.Transport
+	Dialer    *kafka.Dialer
 	// CommitInterval is how often handled offsets are committed (default
 	// 1s); they are also committed when a worker stops.
 	CommitInterval time.Duration
@@ -82,6 +84,7 @@ func Run(ctx context.Context, cfg RuntimeConfig) error {
 		SessionTimeout:         10 * time.Second,
 		RebalanceTimeout:       10 * time.Second,
 		JoinGroupBackoff:       time.Second,
+		Dialer:                 cfg.Dialer,
 		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug(fmt.Sprintf(msg, args...)) }),
 	})
 	if err != nil {

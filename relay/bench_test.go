@@ -150,3 +150,39 @@ func BenchmarkSplitBody(b *testing.B) {
 		}
 	}
 }
+
+// TestIngressHandlerAllocatesNothing: the handler path, from a raw request
+// to the produce call, allocates nothing once its pooled state is warm.
+func TestIngressHandlerAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are checked without -race: .ci/run runs this test again without it")
+	}
+	f := fixtureByName(t, "batch_two_pages.json")
+	v, err := NewVerifier([]string{testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := NewIngress(IngressConfig{
+		Path: "/webhooks/meta", Verifier: v, Resolver: testTenants, Writer: &countingWriter{},
+		EventsTopic: testEvents, UnroutedTopic: testUnrouted, Metrics: NewMetrics(prometheus.NewRegistry()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := new(fasthttp.RequestCtx)
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/webhooks/meta")
+	ctx.Request.Header.Set("X-Hub-Signature-256", f.signature)
+	ctx.Request.SetBody(f.body)
+	in.Handle(ctx) // warm the pool
+	allocs := testing.AllocsPerRun(200, func() {
+		ctx.Response.Reset()
+		in.Handle(ctx)
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatal(ctx.Response.StatusCode())
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("handler path allocates %.1f objects per request", allocs)
+	}
+}

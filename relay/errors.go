@@ -22,6 +22,9 @@ var (
 	// ErrOverloaded means the producer's queue is full; the request is
 	// refused at once with 503 rather than queued without bound.
 	ErrOverloaded = errors.New("produce: too many records waiting for Kafka")
+	// ErrTimeout means Kafka did not acknowledge within Batch.Timeout. The
+	// producer may still be reading the batch: drop it, do not reuse it.
+	ErrTimeout = errors.New("produce: kafka did not acknowledge in time")
 	// ErrClosed means the producer was closed before the records were sent.
 	ErrClosed = errors.New("produce: producer closed")
 	// ErrRecordTooLarge means a record can never be accepted by the broker;

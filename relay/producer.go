@@ -36,7 +36,12 @@ type Record struct {
 // drop it (and the buffers its records point into) instead of reusing it.
 type Batch struct {
 	Records []Record
+	// Timeout, when positive, bounds the wait for Kafka like a context
+	// deadline would (ErrTimeout), with a timer the Batch keeps and reuses:
+	// the ingress's per-request path allocates no context for it.
+	Timeout time.Duration
 
+	timer     *time.Timer
 	done      chan error
 	cancelled atomic.Bool
 	bytes     int
@@ -135,7 +140,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 }
 
 // Produce queues b and waits until Kafka acknowledged all its records, the
-// write failed, or ctx is done. It never answers success for a record
+// write failed, b.Timeout passed (ErrTimeout), or ctx is done. It never answers success for a record
 // Kafka did not acknowledge.
 func (p *Producer) Produce(ctx context.Context, b *Batch) error {
 	if len(b.Records) == 0 {
@@ -165,9 +170,22 @@ func (p *Producer) Produce(ctx context.Context, b *Batch) error {
 	p.cond.Signal()
 	p.mu.Unlock()
 
+	var expired <-chan time.Time
+	if b.Timeout > 0 {
+		if b.timer == nil {
+			b.timer = time.NewTimer(b.Timeout)
+		} else {
+			b.timer.Reset(b.Timeout)
+		}
+		defer b.timer.Stop()
+		expired = b.timer.C
+	}
 	select {
 	case err := <-b.done:
 		return err
+	case <-expired:
+		b.cancelled.Store(true)
+		return ErrTimeout
 	case <-ctx.Done():
 		b.cancelled.Store(true)
 		return fmt.Errorf("produce: %w", ctx.Err())
@@ -260,10 +278,12 @@ func (p *Producer) flushLoop() {
 
 // flush is one flusher's scratch space, reused from request to request.
 type flush struct {
-	batches []*Batch
-	parts   []part
-	index   map[partKey]int
-	recs    []wireRecord
+	batches  []*Batch
+	parts    []part
+	index    map[partKey]int // (topic, partition, round) → parts index
+	last     map[partKey]int // (topic, partition) → its latest round
+	byLeader map[int32][]*part
+	recs     []wireRecord
 }
 
 type partKey struct {
@@ -391,11 +411,12 @@ func (f *flush) group(maxBatch int) {
 	}
 	f.recs = f.recs[:n]
 	if f.index == nil {
-		f.index = make(map[partKey]int)
+		f.index, f.last, f.byLeader = make(map[partKey]int), make(map[partKey]int), make(map[int32][]*part)
 	}
 	clear(f.index)
+	clear(f.last)
 	f.parts = f.parts[:0]
-	last := make(map[partKey]int, 0) // partition → its latest round; small, per request
+	last := f.last
 	i := 0
 	for _, b := range f.batches {
 		for j := range b.Records {
@@ -433,7 +454,10 @@ func (f *flush) group(maxBatch int) {
 // sendRound sends the parts of one round, one request per leader broker,
 // concurrently, and records each part's outcome.
 func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
-	byLeader := make(map[int32][]*part, 1)
+	byLeader := f.byLeader
+	for k, v := range byLeader {
+		byLeader[k] = v[:0]
+	}
 	var firstErr error
 	for i := range f.parts {
 		pt := &f.parts[i]
@@ -448,8 +472,17 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 		}
 		byLeader[leader] = append(byLeader[leader], pt)
 	}
-	if len(byLeader) == 1 {
+	leaders := 0
+	for _, parts := range byLeader {
+		if len(parts) > 0 {
+			leaders++
+		}
+	}
+	if leaders == 1 {
 		for _, parts := range byLeader {
+			if len(parts) == 0 {
+				continue
+			}
 			if err := p.roundTrip(ctx, parts); err != nil && firstErr == nil {
 				firstErr = err
 			}
@@ -459,6 +492,9 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for _, parts := range byLeader {
+		if len(parts) == 0 {
+			continue
+		}
 		wg.Go(func() {
 			if err := p.roundTrip(ctx, parts); err != nil {
 				mu.Lock()
@@ -509,28 +545,44 @@ func (p *Producer) roundTrip(ctx context.Context, parts []*part) error {
 		}
 		return err
 	}
-	answered := make(map[partKey]bool, len(parts))
+	// Mark every part unanswered, then set the outcome of each the broker
+	// answered for. Answers usually come in request order; a map is built
+	// only if they do not.
+	for _, pt := range parts {
+		pt.err = errUnanswered
+	}
 	var firstErr error
+	var byKey map[partKey]*part
+	i := 0
 	for _, t := range res.Topics {
 		for _, rp := range t.Partitions {
-			k := partKey{topic: t.Topic, partition: rp.Partition}
-			answered[k] = true
-			if rp.ErrorCode == 0 {
+			var pt *part
+			if i < len(parts) && parts[i].topic == t.Topic && parts[i].partition == rp.Partition {
+				pt = parts[i]
+			} else {
+				if byKey == nil {
+					byKey = make(map[partKey]*part, len(parts))
+					for _, p := range parts {
+						byKey[partKey{topic: p.topic, partition: p.partition}] = p
+					}
+				}
+				pt = byKey[partKey{topic: t.Topic, partition: rp.Partition}]
+			}
+			i++
+			if pt == nil {
 				continue
 			}
-			err := produceError(t.Topic, rp.Partition, kafka.Error(rp.ErrorCode))
-			if firstErr == nil {
-				firstErr = err
-			}
-			for _, pt := range parts {
-				if pt.topic == t.Topic && pt.partition == rp.Partition {
-					pt.err = err
+			pt.err = nil
+			if rp.ErrorCode != 0 {
+				pt.err = produceError(t.Topic, rp.Partition, kafka.Error(rp.ErrorCode))
+				if firstErr == nil {
+					firstErr = pt.err
 				}
 			}
 		}
 	}
 	for _, pt := range parts {
-		if !answered[partKey{topic: pt.topic, partition: pt.partition}] && pt.err == nil {
+		if pt.err == errUnanswered {
 			pt.err = fmt.Errorf("produce %s/%d: no answer for the partition", pt.topic, pt.partition)
 			if firstErr == nil {
 				firstErr = pt.err
@@ -542,6 +594,9 @@ func (p *Producer) roundTrip(ctx context.Context, parts []*part) error {
 	}
 	return firstErr
 }
+
+// errUnanswered marks a part the broker's answer did not mention.
+var errUnanswered = errors.New("no answer for the partition")
 
 // produceError wraps a partition's error code; a record too large for the
 // broker also matches ErrRecordTooLarge, since retrying cannot help it.

@@ -512,7 +512,8 @@ flags:
 const benchServeBaselineUsage = `usage: relay bench serve-baseline --listen ADDR --data-dir DIR --secret S [--json FILE]
 
 compare's baseline target: net/http + kafka-go (acks=all, synchronous
-write, 5 ms batch timeout) writing to topic baseline.events of its own
+write, 5 ms batch timeout) writing to topic baseline.events (--partitions
+partitions, keyed by account) of its own
 embedded Kafka-protocol broker persisting to --data-dir. --json FILE gets
 {"listen": <address>, "pid": <pid>} once it listens. Runs until SIGINT or
 SIGTERM.
@@ -527,7 +528,9 @@ func runBenchServeCeiling(args []string, _, stderr io.Writer) int {
 
 func runBenchServeBaseline(args []string, _, stderr io.Writer) int {
 	var dataDir, secret string
+	var partitions int
 	flags := func(fs *flag.FlagSet) {
+		fs.IntVar(&partitions, "partitions", 1, "partitions of baseline.events (compare: one per tenant, like the relay)")
 		fs.StringVar(&dataDir, "data-dir", "", "the embedded broker's data folder (required)")
 		fs.StringVar(&secret, "secret", "", "the Meta app secret to check X-Hub-Signature-256 with (required)")
 	}
@@ -537,7 +540,7 @@ func runBenchServeBaseline(args []string, _, stderr io.Writer) int {
 				ln.Close()
 				return errors.New("--data-dir and --secret are required")
 			}
-			return bench.ServeBaselineEmbedded(ctx, ln, dataDir, secret)
+			return bench.ServeBaselineEmbedded(ctx, ln, dataDir, secret, partitions)
 		})
 }
 

@@ -66,6 +66,8 @@ type TLS struct {
 // Admin is the operations listener: /metrics, /healthz, /readyz.
 type Admin struct {
 	Listen string `yaml:"listen"` // default 127.0.0.1:9090
+	// Pprof serves Go's profiler under /debug/pprof/ on this listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Meta holds what Meta's webhooks are checked against. Secrets may also

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,8 +19,15 @@ type adminServer struct {
 
 // newAdminServer builds the admin listener's server. ready reports why
 // the relay should not get traffic, or nil.
-func newAdminServer(reg *prometheus.Registry, ready func(context.Context) error) *adminServer {
+func newAdminServer(reg *prometheus.Registry, ready func(context.Context) error, profile bool) *adminServer {
 	mux := http.NewServeMux()
+	if profile {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -40,7 +48,7 @@ func newAdminServer(reg *prometheus.Registry, ready func(context.Context) error)
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      120 * time.Second, // a CPU profile takes its seconds
 		IdleTimeout:       60 * time.Second,
 	}}
 }

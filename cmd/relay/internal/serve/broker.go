@@ -15,18 +15,26 @@ import (
 // startEmbedded runs the single-node Kafka-protocol broker on the
 // configured address, persisting to the data folder so that events survive
 // a restart of the process.
-func startEmbedded(cfg *config.Config, logger *slog.Logger) (*kfake.Cluster, error) {
+func startEmbedded(cfg *config.Config, logger *slog.Logger) (*kfake.Cluster, *memListener, error) {
 	e := cfg.Kafka.Embedded
 	if err := os.MkdirAll(e.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("embedded broker: data dir: %w", err)
+		return nil, nil, fmt.Errorf("embedded broker: data dir: %w", err)
 	}
 	// Records as large as the largest body the ingress accepts, and then some.
 	maxMessage := strconv.Itoa(cfg.Ingress.MaxBodyBytes + 1<<20)
+	var ml *memListener
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.DataDir(e.DataDir),
 		kfake.ClusterID("relay-embedded"),
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, e.Listen) }),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			ln, err := net.Listen(network, e.Listen)
+			if err != nil {
+				return nil, err
+			}
+			ml = newMemListener(ln)
+			return ml, nil
+		}),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": maxMessage}),
 		kfake.WithLogger(kfakeLogger{logger.With("component", "embedded-broker")}),
 	}
@@ -35,11 +43,11 @@ func startEmbedded(cfg *config.Config, logger *slog.Logger) (*kfake.Cluster, err
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("embedded broker on %s: %w", e.Listen, err)
+		return nil, nil, fmt.Errorf("embedded broker on %s: %w", e.Listen, err)
 	}
 	logger.Info("embedded Kafka-protocol broker started: single node, for development and small installs; set kafka.brokers for a real cluster",
 		"listen", c.ListenAddrs()[0], "data_dir", e.DataDir, "sync_writes", e.SyncWrites)
-	return c, nil
+	return c, ml, nil
 }
 
 // kfakeLogger passes the broker's warnings and errors to slog.

@@ -22,7 +22,7 @@ func (s *server) runDelivery(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	transport := &kafka.Transport{ClientID: cfg.Kafka.ClientID + "-delivery", DialTimeout: 5 * time.Second, MetadataTTL: 2 * time.Second}
+	transport := &kafka.Transport{Dial: s.dial, ClientID: cfg.Kafka.ClientID + "-delivery", DialTimeout: 5 * time.Second, MetadataTTL: 2 * time.Second}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerAddrs()...), Transport: transport, Timeout: 10 * time.Second}
 	sink, err := delivery.NewSink(delivery.SinkConfig{
@@ -51,6 +51,7 @@ func (s *server) runDelivery(ctx context.Context) {
 		Topic:          cfg.Kafka.Topics.Events,
 		Module:         sink,
 		Transport:      transport,
+		Dialer:         &kafka.Dialer{ClientID: cfg.Kafka.ClientID + "-delivery", Timeout: 10 * time.Second, DialFunc: s.dial},
 		CommitInterval: cfg.Delivery.CommitInterval,
 		Drain:          max(cfg.Shutdown.GracePeriod/2, cfg.Delivery.Timeout),
 		Metrics:        delivery.NewRuntimeMetrics(s.reg),

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,14 @@ type Options struct {
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	logger := opts.Logger
 	s := &server{cfg: cfg, logger: logger, reg: prometheus.NewRegistry(), version: opts.Version}
-	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			// How long runnable goroutines wait for a CPU, and GC pauses:
+			// the usual suspects when tail latency grows.
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$|^/gc/pauses:seconds$`)},
+		)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "relay_build_info", Help: "Always 1; the version label says which relay runs."}, []string{"version"})
 	build.WithLabelValues(opts.Version).Set(1)
 	s.reg.MustRegister(build)
@@ -89,6 +97,10 @@ type server struct {
 	ingress   *relay.Server
 	adminSrv  *adminServer
 
+	// dial connects this process's Kafka clients; with the embedded
+	// broker it serves the broker in memory. nil: kafka-go's default.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
 	ingressAddr, adminAddr string
 	ready                  atomic.Bool
 	draining               atomic.Bool
@@ -102,16 +114,18 @@ type server struct {
 func (s *server) start(ctx context.Context) error {
 	s.serveErr = make(chan error, 2)
 	if s.cfg.EmbeddedBroker() {
-		b, err := startEmbedded(s.cfg, s.logger)
+		b, ml, err := startEmbedded(s.cfg, s.logger)
 		if err != nil {
 			return err
 		}
 		s.broker = b
+		s.dial = ml.dial((&net.Dialer{Timeout: 5 * time.Second}).DialContext)
 	} else {
 		s.logger.Info("using Kafka cluster", "brokers", s.cfg.Kafka.Brokers)
 	}
 	brokers := s.cfg.BrokerAddrs()
 	s.transport = &kafka.Transport{
+		Dial:        s.dial,
 		ClientID:    s.cfg.Kafka.ClientID,
 		DialTimeout: 5 * time.Second,
 		MetadataTTL: time.Second,
@@ -128,7 +142,7 @@ func (s *server) start(ctx context.Context) error {
 		Brokers:           brokers,
 		ReplicationFactor: rf,
 	}
-	s.adminSrv = newAdminServer(s.reg, s.readiness)
+	s.adminSrv = newAdminServer(s.reg, s.readiness, s.cfg.Admin.Pprof)
 	ln, err := net.Listen("tcp", s.cfg.Admin.Listen)
 	if err != nil {
 		return fmt.Errorf("admin.listen: %w", err)

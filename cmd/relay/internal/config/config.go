@@ -112,8 +112,9 @@ type Embedded struct {
 	// acknowledged events survive a crash of the relay process (they are in
 	// the operating system's page cache) but not of the machine.
 	SyncWrites bool `yaml:"sync_writes"`
-	// Retention is how long the embedded broker keeps events (it holds its
-	// log in memory as well as on disk). Applied hourly.
+	// Retention is how long the embedded broker keeps events. It keeps an
+	// index entry per record batch in memory, so retention bounds its
+	// memory as well as its disk. Applied hourly.
 	Retention time.Duration `yaml:"retention"` // default 168h
 }
 

@@ -140,13 +140,8 @@ func (d *DLQ) scan(ctx context.Context, fn func(offset int64, key, value []byte,
 			if err != nil {
 				return fmt.Errorf("read %s: %w", d.Topic, err)
 			}
-			var key, value []byte
-			if r.Key != nil {
-				key, _ = io.ReadAll(r.Key)
-			}
-			if r.Value != nil {
-				value, _ = io.ReadAll(r.Value)
-			}
+			key, _ := readBytes(r.Key)
+			value, _ := readBytes(r.Value)
 			fn(r.Offset, key, value, r.Headers)
 			offset = r.Offset + 1
 		}

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 )
 
 // RuntimeConfig configures a consumer runtime for one module.
@@ -31,10 +34,16 @@ type RuntimeConfig struct {
 	// CommitInterval is how often handled offsets are committed (default
 	// 1s); they are also committed when a worker stops.
 	CommitInterval time.Duration
-	// FetchMaxBytes and FetchMaxWait shape each partition's fetches
-	// (defaults 1 MiB and 500ms: a long poll, woken by new records).
+	// FetchMaxBytes and FetchMaxWait shape the fetches: one request per
+	// leader broker covers every assigned partition with room in its queue
+	// (defaults 8 MiB and 100ms: a long poll, answered as soon as any of
+	// them has a record, so idle costs ten requests a second).
 	FetchMaxBytes int
 	FetchMaxWait  time.Duration
+	// QueueEvents bounds each partition's fetched events waiting for its
+	// worker (default 64); a partition whose queue is more than half full
+	// is left out of fetches, so a paused tenant is not fetched.
+	QueueEvents int
 	// Drain bounds how long shutdown waits for in-flight events (default 15s).
 	Drain   time.Duration
 	Metrics *RuntimeMetrics
@@ -46,10 +55,13 @@ func (c *RuntimeConfig) setDefaults() {
 		c.CommitInterval = time.Second
 	}
 	if c.FetchMaxBytes <= 0 {
-		c.FetchMaxBytes = 1 << 20
+		c.FetchMaxBytes = 8 << 20
 	}
 	if c.FetchMaxWait <= 0 {
-		c.FetchMaxWait = 500 * time.Millisecond
+		c.FetchMaxWait = 100 * time.Millisecond
+	}
+	if c.QueueEvents <= 0 {
+		c.QueueEvents = 64
 	}
 	if c.Drain <= 0 {
 		c.Drain = 15 * time.Second
@@ -132,20 +144,61 @@ func newGenRun(cfg *RuntimeConfig, client *kafka.Client, gen *kafka.Generation, 
 	return &genRun{cfg: cfg, client: client, gen: gen, log: log, pending: map[int]int64{}, final: make(chan struct{})}
 }
 
-// start launches one worker per partition and the committer. Workers never
-// return before the generation ends (kafka-go ends a generation when any
-// of its functions returns), so a drained worker waits on gctx.
+// start launches one worker per partition, one fetcher per leader broker
+// and the committer. Workers never return before the generation ends
+// (kafka-go ends a generation when any of its functions returns), so a
+// drained worker waits on gctx. A fetcher that finds leadership moved
+// returns, which ends the generation: the next one regroups.
 func (g *genRun) start(stop context.Context, parts []kafka.PartitionAssignment) {
+	leaders := g.leaders(stop, parts)
+	groups := map[int32][]*partState{}
 	for _, a := range parts {
+		ps := &partState{id: a.ID, next: a.Offset, queue: make(chan *Event, g.cfg.QueueEvents)}
+		ps.lag = g.cfg.Metrics.lagFor(g.cfg.Module.Name(), strconv.Itoa(a.ID))
+		groups[leaders[a.ID]] = append(groups[leaders[a.ID]], ps)
 		g.drained.Add(1)
-		w := &worker{run: g, partition: a.ID, offset: a.Offset}
+		w := &worker{run: g, ps: ps}
 		g.gen.Start(func(gctx context.Context) {
 			w.loop(gctx, stop)
 			g.drained.Done()
 			<-gctx.Done()
 		})
 	}
+	for _, ps := range groups {
+		f := &fetcher{run: g, parts: ps, room: make(chan struct{}, 1)}
+		for _, p := range ps {
+			p.room = f.room
+		}
+		g.gen.Start(func(gctx context.Context) {
+			f.loop(gctx, stop)
+			if gctx.Err() == nil && stop.Err() == nil {
+				return // leadership moved or the topic changed: end the generation
+			}
+			<-gctx.Done()
+		})
+	}
 	g.gen.Start(func(gctx context.Context) { g.commitLoop(gctx, stop) })
+}
+
+// leaders maps each partition to its leader broker; all -1 (one fetcher)
+// if the metadata cannot be read.
+func (g *genRun) leaders(ctx context.Context, parts []kafka.PartitionAssignment) map[int]int32 {
+	out := make(map[int]int32, len(parts))
+	for _, a := range parts {
+		out[a.ID] = -1
+	}
+	md, err := g.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{g.cfg.Topic}})
+	if err != nil {
+		return out
+	}
+	for _, t := range md.Topics {
+		for _, p := range t.Partitions {
+			if _, ok := out[p.ID]; ok && t.Name == g.cfg.Topic {
+				out[p.ID] = int32(p.Leader.ID)
+			}
+		}
+	}
+	return out
 }
 
 // mark records that everything before next is done in partition.
@@ -219,115 +272,237 @@ func (g *genRun) waitFinalCommit(d time.Duration) {
 	}
 }
 
-// worker reads one partition and hands its events to the module.
-type worker struct {
-	run       *genRun
-	partition int
-	offset    int64
+// partState is one assigned partition: what its fetcher fetches next,
+// and the queue between the fetcher and the partition's worker.
+type partState struct {
+	id    int
+	next  int64 // fetch offset; FirstOffset/LastOffset until resolved (fetcher-owned)
+	queue chan *Event
+	room  chan struct{} // the fetcher's: signalled when the queue drains
+	lag   prometheus.Gauge
+	hw    atomic.Int64 // high watermark at the last fetch
 }
 
-// loop fetches and handles until the generation ends or stop is done.
+// worker hands one partition's events, in order, to the module.
+type worker struct {
+	run *genRun
+	ps  *partState
+}
+
+// loop handles queued events until the generation ends or stop is done.
 func (w *worker) loop(gctx, stop context.Context) {
-	cfg := w.run.cfg
-	// One context for fetching and handling: it ends with the generation
-	// (the partition may move to another member) and at shutdown. The
-	// module lets an attempt already under way finish.
+	// Handling ends with the generation (the partition may move to
+	// another member) and at shutdown; the module lets an attempt already
+	// under way finish.
 	ctx, cancel := context.WithCancel(gctx)
 	defer cancel()
 	defer context.AfterFunc(stop, cancel)()
-
-	part := strconv.Itoa(w.partition)
-	lag := cfg.Metrics.lagFor(cfg.Module.Name(), part)
 	win := newWindow()
 	defer win.wait()
-	failures := 0
 	var tr *tracker
-	for ctx.Err() == nil {
-		if w.offset < 0 {
-			if err := w.resolveOffset(ctx); err != nil {
-				failures++
-				w.run.log.Warn("resolving the start offset", "partition", w.partition, "err", err)
-				if !sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)) {
-					return
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-w.ps.queue:
+			if len(w.ps.queue) <= cap(w.ps.queue)/2 {
+				select {
+				case w.ps.room <- struct{}{}:
+				default:
 				}
-				continue
 			}
-			tr = newTracker(w.offset)
+			if tr == nil {
+				tr = newTracker(ev.Offset)
+			}
+			w.ps.lag.Set(float64(max(w.ps.hw.Load()-ev.Offset-1, 0)))
+			if !w.dispatch(ctx, win, tr, ev) {
+				return
+			}
 		}
-		if tr == nil {
-			tr = newTracker(w.offset)
+	}
+}
+
+// fetcher fetches its partitions (all led by one broker) in one request
+// per round and fills their queues.
+type fetcher struct {
+	run   *genRun
+	parts []*partState
+	room  chan struct{}
+}
+
+// loop fetches until ctx ends; it returns early (ending the generation)
+// when a partition's leader moved.
+func (f *fetcher) loop(gctx, stop context.Context) {
+	ctx, cancel := context.WithCancel(gctx)
+	defer cancel()
+	defer context.AfterFunc(stop, cancel)()
+	cfg := f.run.cfg
+	failures := 0
+	backoff := func() bool {
+		failures++
+		return sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second))
+	}
+	for ctx.Err() == nil {
+		if err := f.resolveOffsets(ctx); err != nil {
+			f.run.log.Warn("resolving start offsets", "err", err)
+			if !backoff() {
+				return
+			}
+			continue
 		}
-		res, err := w.run.client.Fetch(ctx, &kafka.FetchRequest{
-			Topic: cfg.Topic, Partition: w.partition, Offset: w.offset,
-			MinBytes: 1, MaxBytes: int64(cfg.FetchMaxBytes), MaxWait: cfg.FetchMaxWait,
-		})
-		if err == nil && res.Error != nil {
-			err = res.Error
+		req := &fetchapi.Request{
+			ReplicaID: -1, MaxWaitTime: int32(cfg.FetchMaxWait / time.Millisecond), MinBytes: 1,
+			MaxBytes: int32(cfg.FetchMaxBytes), SessionID: -1, SessionEpoch: -1,
 		}
+		topic := fetchapi.RequestTopic{Topic: cfg.Topic}
+		for _, ps := range f.parts {
+			if len(ps.queue) > cap(ps.queue)/2 {
+				continue // its worker is busy or paused: no fetching for it
+			}
+			topic.Partitions = append(topic.Partitions, fetchapi.RequestPartition{
+				Partition: int32(ps.id), CurrentLeaderEpoch: -1, FetchOffset: ps.next,
+				LogStartOffset: -1, PartitionMaxBytes: int32(partitionMaxBytes),
+			})
+		}
+		if len(topic.Partitions) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.room:
+			}
+			continue
+		}
+		req.Topics = []fetchapi.RequestTopic{topic}
+		m, err := cfg.Transport.RoundTrip(ctx, f.run.client.Addr, req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, kafka.OffsetOutOfRange) {
-				w.run.log.Error("offset out of range: retention removed events not yet handled; resuming at the earliest", "partition", w.partition, "offset", w.offset)
-				w.offset = kafka.FirstOffset
-				continue
+			f.run.log.Warn("fetch failed", "err", err)
+			if !backoff() {
+				return
 			}
-			failures++
-			if !sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)) {
+			continue
+		}
+		res, ok := m.(*fetchapi.Response)
+		if !ok {
+			f.run.log.Error("fetch: unexpected response", "type", fmt.Sprintf("%T", m))
+			if !backoff() {
 				return
 			}
 			continue
 		}
 		failures = 0
-		for {
-			r, err := res.Records.ReadRecord()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					w.run.log.Warn("reading fetched records", "partition", w.partition, "err", err)
-				}
-				break
-			}
-			if r.Offset < w.offset {
-				continue // a fetch may start before the offset asked for
-			}
-			ev, err := toEvent(cfg.Topic, w.partition, r)
-			if err != nil {
-				w.run.log.Warn("unreadable record", "partition", w.partition, "offset", r.Offset, "err", err)
-			}
-			w.offset = r.Offset + 1
-			lag.Set(float64(max(res.HighWatermark-w.offset, 0)))
-			if !w.dispatch(ctx, win, tr, ev) {
-				return
-			}
+		if !f.take(res) {
+			return
 		}
-		lag.Set(float64(max(res.HighWatermark-w.offset, 0)))
 	}
 }
 
-// resolveOffset turns FirstOffset or LastOffset into an offset.
-func (w *worker) resolveOffset(ctx context.Context) error {
-	res, err := w.run.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{w.run.cfg.Topic: {{Partition: w.partition, Timestamp: w.offset}}},
-	})
+// partitionMaxBytes bounds one partition's share of a fetch, about the
+// room a queue has when it is fetched (a larger single record still comes).
+const partitionMaxBytes = 64 << 10
+
+// take queues the fetched records; false when leadership moved.
+func (f *fetcher) take(res *fetchapi.Response) bool {
+	for _, t := range res.Topics {
+		for i := range t.Partitions {
+			rp := &t.Partitions[i]
+			ps := f.part(int(rp.Partition))
+			if ps == nil {
+				continue
+			}
+			if rp.ErrorCode != 0 {
+				switch err := kafka.Error(rp.ErrorCode); err {
+				case kafka.OffsetOutOfRange:
+					f.run.log.Error("offset out of range: retention removed events not yet handled; resuming at the earliest", "partition", ps.id, "offset", ps.next)
+					ps.next = kafka.FirstOffset
+				case kafka.NotLeaderForPartition, kafka.UnknownTopicOrPartition, kafka.LeaderNotAvailable, kafka.FencedLeaderEpoch:
+					f.run.log.Info("partition leadership changed; rejoining", "partition", ps.id, "err", err)
+					return false
+				default:
+					f.run.log.Warn("fetch", "partition", ps.id, "err", err)
+				}
+				continue
+			}
+			ps.hw.Store(rp.HighWatermark)
+			if rp.RecordSet.Records == nil {
+				continue
+			}
+			full := false
+			for !full {
+				r, err := rp.RecordSet.Records.ReadRecord()
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						f.run.log.Warn("reading fetched records", "partition", ps.id, "err", err)
+					}
+					break
+				}
+				if r.Offset < ps.next {
+					continue // a fetch may start at the batch before the offset asked for
+				}
+				ev, err := toEvent(f.run.cfg.Topic, ps.id, r)
+				if err != nil {
+					f.run.log.Warn("unreadable record", "partition", ps.id, "offset", r.Offset, "err", err)
+				}
+				select {
+				case ps.queue <- ev:
+					ps.next = r.Offset + 1
+				default:
+					full = true // the rest comes in a later fetch, in order
+				}
+			}
+			ps.lag.Set(float64(max(rp.HighWatermark-ps.next, 0) + int64(len(ps.queue))))
+		}
+	}
+	return true
+}
+
+func (f *fetcher) part(id int) *partState {
+	for _, ps := range f.parts {
+		if ps.id == id {
+			return ps
+		}
+	}
+	return nil
+}
+
+// resolveOffsets turns FirstOffset or LastOffset into offsets.
+func (f *fetcher) resolveOffsets(ctx context.Context) error {
+	var reqs []kafka.OffsetRequest
+	for _, ps := range f.parts {
+		if ps.next < 0 {
+			reqs = append(reqs, kafka.OffsetRequest{Partition: ps.id, Timestamp: ps.next})
+		}
+	}
+	if len(reqs) == 0 {
+		return nil
+	}
+	topic := f.run.cfg.Topic
+	res, err := f.run.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return err
 	}
-	for _, p := range res.Topics[w.run.cfg.Topic] {
-		if p.Partition != w.partition {
+	for _, p := range res.Topics[topic] {
+		ps := f.part(p.Partition)
+		if ps == nil || ps.next >= 0 {
 			continue
 		}
 		if p.Error != nil {
 			return p.Error
 		}
-		if w.offset == kafka.LastOffset {
-			w.offset = p.LastOffset
+		if ps.next == kafka.LastOffset {
+			ps.next = p.LastOffset
 		} else {
-			w.offset = p.FirstOffset
+			ps.next = p.FirstOffset
 		}
-		return nil
 	}
-	return fmt.Errorf("no offsets for partition %d", w.partition)
+	for _, ps := range f.parts {
+		if ps.next < 0 {
+			return fmt.Errorf("no offsets for partition %d", ps.id)
+		}
+	}
+	return nil
 }
 
 // dispatch hands ev to the module, within the tenant's in-flight window;
@@ -350,7 +525,7 @@ func (w *worker) dispatch(ctx context.Context, win *window, tr *tracker, ev *Eve
 			return // not done: not committed, handled again later
 		}
 		if next, ok := tr.done(ev.Offset); ok {
-			w.run.mark(w.partition, next)
+			w.run.mark(w.ps.id, next)
 		}
 	}
 	if size == 1 {
@@ -365,18 +540,27 @@ func (w *worker) dispatch(ctx context.Context, win *window, tr *tracker, ev *Eve
 func toEvent(topic string, partition int, r *kafka.Record) (*Event, error) {
 	ev := &Event{Topic: topic, Partition: partition, Offset: r.Offset, Time: r.Time, Headers: r.Headers}
 	var err error
-	if r.Key != nil {
-		if ev.Key, err = io.ReadAll(r.Key); err != nil {
-			return ev, err
-		}
+	if ev.Key, err = readBytes(r.Key); err != nil {
+		return ev, err
 	}
-	if r.Value != nil {
-		if ev.Value, err = io.ReadAll(r.Value); err != nil {
-			return ev, err
-		}
+	if ev.Value, err = readBytes(r.Value); err != nil {
+		return ev, err
 	}
 	ev.fill()
 	return ev, nil
+}
+
+// readBytes copies a record's key or value out and closes it: kafka-go
+// hands the 64 KiB pages a fetch was decoded into back to its pool only
+// once every record's bytes are closed, and allocates new ones otherwise.
+func readBytes(b kafka.Bytes) ([]byte, error) {
+	if b == nil {
+		return nil, nil
+	}
+	defer b.Close()
+	out := make([]byte, b.Len())
+	_, err := io.ReadFull(b, out)
+	return out, err
 }
 
 // window bounds the events of one partition in flight. Its size may

@@ -114,7 +114,7 @@ type E2EResult struct {
 	DrainEnd string  `json:"drain_end"`
 	// RelayEndToEnd: the relay's own view, from its ingress receiving a
 	// webhook (relay-received-at) to the instance's 2xx, from /metrics at
-	// the end (whole run, warmup and probe included).
+	// the end of the drain, from the end of the warmup on (scraped twice).
 	RelayEndToEnd *HistogramQuantiles `json:"relay_end_to_end,omitempty"`
 	CPU           *CPUShare           `json:"cpu,omitempty"` // generator = bench process (generator and instances)
 	Ingest        *Result             `json:"ingest"`
@@ -257,6 +257,14 @@ func E2E(ctx context.Context, cfg E2EConfig) (*E2EResult, error) {
 	}
 	stopTicker := deliveryProgress(progress, ledger)
 	w := startCPUWindow(relayT.PID(), cfg.Warmup, cfg.Duration)
+	// The relay's own end-to-end histogram, from the end of the warmup on.
+	metricsURL := "http://" + relayT.Admin + "/metrics"
+	atWindow := make(chan []Bucket, 1)
+	windowTimer := time.AfterFunc(cfg.Warmup, func() {
+		b, _ := FetchBuckets(ctx, metricsURL, EndToEndMetric)
+		atWindow <- b
+	})
+	defer windowTimer.Stop()
 	ingest, err := Run(ctx, gen)
 	res.CPU = w.share()
 	if err != nil {
@@ -276,8 +284,14 @@ func E2E(ctx context.Context, cfg E2EConfig) (*E2EResult, error) {
 	if relayT.Exited() {
 		return res, relayT.exitError()
 	}
-	if q, err := FetchHistogramQuantiles(ctx, "http://"+relayT.Admin+"/metrics", EndToEndMetric); err == nil {
-		q.Note = "the relay's own histogram, received-at → instance 2xx, whole run; approximated from its buckets (0.5 ms doubling)"
+	if after, err := FetchBuckets(ctx, metricsURL, EndToEndMetric); err == nil {
+		var before []Bucket
+		select {
+		case before = <-atWindow:
+		default: // the warmup outlasted the run
+		}
+		q := DeltaQuantiles(EndToEndMetric, before, after)
+		q.Note = "the relay's own histogram, received-at → instance 2xx, from the end of the warmup to the end of the drain; approximated from its buckets (0.5 ms doubling)"
 		res.RelayEndToEnd = q
 	} else {
 		fmt.Fprintln(progress, "bench: relay metrics:", err)

@@ -56,6 +56,46 @@ func FetchHistogramQuantiles(ctx context.Context, url, name string) (*HistogramQ
 	return q, nil
 }
 
+// FetchBuckets reads the buckets of histogram name from url.
+func FetchBuckets(ctx context.Context, url, name string) ([]Bucket, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("bench: %s: %s", url, resp.Status)
+	}
+	return ParseHistogram(resp.Body, name)
+}
+
+// DeltaQuantiles estimates p50 and p99 (in ms) of what a histogram
+// observed between two scrapes: after minus before, bucket by bucket.
+func DeltaQuantiles(name string, before, after []Bucket) *HistogramQuantiles {
+	delta := make([]Bucket, len(after))
+	for i, b := range after {
+		delta[i] = b
+		for _, o := range before {
+			if o.Le == b.Le {
+				delta[i].Count -= o.Count
+			}
+		}
+	}
+	q := &HistogramQuantiles{Metric: name, Note: "observed between two scrapes; approximated from the histogram's buckets"}
+	if len(delta) > 0 {
+		q.Count = delta[len(delta)-1].Count
+	}
+	q.P50 = 1000 * BucketQuantile(0.50, delta)
+	q.P99 = 1000 * BucketQuantile(0.99, delta)
+	return q
+}
+
 // Bucket is a cumulative histogram bucket: Count observations ≤ Le.
 type Bucket struct {
 	Le    float64

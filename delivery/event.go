@@ -41,6 +41,10 @@ type Event struct {
 	Tenant     string
 	ID         string
 	ReceivedAt time.Time
+	// RedrivenAt is when relay dlq redrive put the event back (zero if it
+	// never was); max_age counts from it, so a redriven event gets a fresh
+	// chance however old it is.
+	RedrivenAt time.Time
 }
 
 // Header returns the first value of the named header, or nil.
@@ -60,4 +64,16 @@ func (e *Event) fill() {
 	if t, err := time.Parse(receivedAtLayout, string(e.Header(HeaderReceivedAt))); err == nil {
 		e.ReceivedAt = t
 	}
+	if t, err := time.Parse(time.RFC3339Nano, string(e.Header(HeaderRedrivenAt))); err == nil {
+		e.RedrivenAt = t
+	}
+}
+
+// ageOrigin is what max_age counts from: the redrive if there was one,
+// else the ingress's receipt.
+func (e *Event) ageOrigin() time.Time {
+	if !e.RedrivenAt.IsZero() {
+		return e.RedrivenAt
+	}
+	return e.ReceivedAt
 }

@@ -508,17 +508,18 @@ type runner struct {
 // testSinkConfig is the sink configuration of the tests: short delays.
 func (e *testEnv) testSinkConfig(reg prometheus.Registerer) SinkConfig {
 	return SinkConfig{
-		Tenants:      e.reg,
-		TLS:          e.tlsClient,
-		DeadLetters:  e.dlq,
-		Timeout:      2 * time.Second,
-		MaxAttempts:  15,
-		RetryInitial: 20 * time.Millisecond,
-		RetryMax:     200 * time.Millisecond,
-		Breaker:      BreakerConfig{Failures: 5, OpenFor: 300 * time.Millisecond},
-		ConfigPoll:   50 * time.Millisecond,
-		Metrics:      NewSinkMetrics(reg),
-		Logger:       testLogger(),
+		Tenants:           e.reg,
+		TLS:               e.tlsClient,
+		DeadLetters:       e.dlq,
+		Timeout:           2 * time.Second,
+		MaxAttempts:       15,
+		RetryInitial:      20 * time.Millisecond,
+		RetryMax:          200 * time.Millisecond,
+		Breaker:           BreakerConfig{Failures: 5, OpenFor: 300 * time.Millisecond},
+		ConfigPoll:        50 * time.Millisecond,
+		UnknownTenantWait: 300 * time.Millisecond,
+		Metrics:           NewSinkMetrics(reg),
+		Logger:            testLogger(),
 	}
 }
 

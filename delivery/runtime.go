@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg RuntimeConfig) error {
 		last.start(ctx, parts)
 	}
 	if last != nil {
-		last.waitFinalCommit(cfg.Drain + 5*time.Second)
+		last.waitFinalCommit(cfg.Drain + cfg.Drain/2)
 	}
 	if err := group.Close(); err != nil && !errors.Is(err, kafka.ErrGroupClosed) {
 		log.Warn("leaving consumer group", "err", err)
@@ -378,6 +378,15 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			// kafka-go routes a fetch by its cached metadata: if this
+			// group's partitions are no longer led by one broker it fails
+			// here, before asking anyone. Regroup (end the generation) on
+			// that, and after repeated failures of any kind.
+			var routing *fetchapi.Error
+			if errors.As(err, &routing) || failures >= maxFetchFailures {
+				f.run.log.Info("fetch keeps failing or its partitions' leaders moved; rejoining to regroup", "err", err)
+				return
+			}
 			f.run.log.Warn("fetch failed", "err", err)
 			if !backoff() {
 				return
@@ -398,6 +407,10 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 		}
 	}
 }
+
+// maxFetchFailures is how many fetches in a row may fail before the
+// fetcher ends the generation to regroup its partitions.
+const maxFetchFailures = 5
 
 // partitionMaxBytes bounds one partition's share of a fetch, about the
 // room a queue has when it is fetched (a larger single record still comes).

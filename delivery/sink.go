@@ -60,9 +60,13 @@ type SinkConfig struct {
 	// ConfigPoll is how often a paused tenant's configuration is checked
 	// for a change (default 1s).
 	ConfigPoll time.Duration
-	UserAgent  string
-	Metrics    *SinkMetrics
-	Logger     *slog.Logger
+	// UnknownTenantWait is how long an event of a tenant this node does not
+	// know waits for it to appear before it is dead-lettered (default 30s):
+	// another relay node may have loaded a newer tenants file first.
+	UnknownTenantWait time.Duration
+	UserAgent         string
+	Metrics           *SinkMetrics
+	Logger            *slog.Logger
 }
 
 func (c *SinkConfig) setDefaults() {
@@ -92,6 +96,9 @@ func (c *SinkConfig) setDefaults() {
 	}
 	if c.ConfigPoll <= 0 {
 		c.ConfigPoll = time.Second
+	}
+	if c.UnknownTenantWait <= 0 {
+		c.UnknownTenantWait = 30 * time.Second
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = "relay"
@@ -220,9 +227,10 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 // when delivery must give up. It returns nil when ev is done with.
 func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 	var (
-		attempts int
-		first    time.Time
-		lastErr  error
+		attempts        int
+		first           time.Time
+		lastErr         error
+		waitedForTenant bool
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -239,6 +247,17 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		}
 		t := snap.Tenant(ev.Tenant)
 		if t == nil {
+			if !waitedForTenant {
+				waitedForTenant = true
+				deadline := time.Now().Add(s.cfg.UnknownTenantWait)
+				if !s.pause(ctx, func() bool {
+					snap := s.cfg.Tenants.Snapshot()
+					return time.Now().After(deadline) || (snap != nil && snap.Tenant(ev.Tenant) != nil)
+				}) {
+					return ctx.Err()
+				}
+				continue
+			}
 			return s.deadLetter(ctx, ev, "unknown_tenant", "unknown tenant "+strconv.Quote(ev.Tenant), attempts, first)
 		}
 		if t.Instance.Mode != tenant.ModePush {
@@ -266,7 +285,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			}
 			continue
 		}
-		if !ev.ReceivedAt.IsZero() && time.Since(ev.ReceivedAt) > s.cfg.MaxAge {
+		if born := ev.ageOrigin(); !born.IsZero() && time.Since(born) > s.cfg.MaxAge {
 			return s.deadLetter(ctx, ev, "max_age", fmt.Sprintf("older than max_age %s; last: %s", s.cfg.MaxAge, describe(lastErr)), attempts, first)
 		}
 		if in.breaker.State() == gobreaker.StateOpen {

@@ -67,3 +67,29 @@ func TestTenants_NotLoadedYetWaits(t *testing.T) {
 	require.Equal(t, []string{evs[0].ID, evs[1].ID, evs[2].ID}, inst.delivered())
 	require.Empty(t, e.deadLetters("acme"))
 }
+
+// TestTenants_UnknownTenantWaitsForANewerFile: a delivery node whose
+// tenants file is older than the ingress node's sees a new tenant's events
+// first. They wait (UnknownTenantWait) for the tenant to appear rather than
+// go straight to the DLQ, and are delivered once it does.
+func TestTenants_UnknownTenantWaitsForANewerFile(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 2)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	acme := tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	globex := tenantConf{ID: "globex", Account: "2", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(acme, globex)
+	part := e.partition("globex")
+	e.setTenants(acme) // this node's file does not know globex yet
+	evs := simpleEvents("globex", "2", "globex", 2)
+	e.produce(part, evs...)
+
+	r := e.start("relay.test.unknown-wait", func(c *SinkConfig) { c.UnknownTenantWait = time.Minute }, nil)
+	require.Eventually(t, func() bool { return r.gauge("relay_delivery_paused_partitions") >= 1 }, waitFor, tick)
+	require.Never(t, func() bool { return len(e.deadLetters("globex")) > 0 || inst.count() > 0 }, 300*time.Millisecond, 20*time.Millisecond)
+
+	e.setTenants(acme, globex)
+	inst.waitDelivered(2)
+	require.Equal(t, []string{evs[0].ID, evs[1].ID}, inst.delivered())
+	require.Empty(t, e.deadLetters("globex"))
+}

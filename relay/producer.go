@@ -278,6 +278,11 @@ func (p *Producer) flushLoop() {
 
 // flush is one flusher's scratch space, reused from request to request.
 type flush struct {
+	// abandoned: a request of this flush was given up on while kafka-go
+	// may still be reading it (set from concurrent round trips).
+	abandonedMu sync.Mutex
+	abandoned   bool
+
 	batches  []*Batch
 	parts    []part
 	index    map[partKey]int // (topic, partition, round) → parts index
@@ -361,6 +366,21 @@ func (p *Producer) send(f *flush) {
 	}
 	var failed error
 	for round := 0; round <= maxRound; round++ {
+		// A partition whose earlier round failed sends nothing more in
+		// this flush: its later records must not land before the earlier
+		// ones (the caller gets an error and Meta retries the whole body).
+		// Past the deadline, nothing more is sent at all.
+		for i := range f.parts {
+			pt := &f.parts[i]
+			if pt.round != round {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				pt.err = fmt.Errorf("produce: %w", err)
+			} else if err := f.failedBefore(pt); err != nil {
+				pt.err = err
+			}
+		}
 		if err := p.sendRound(ctx, f, round); err != nil {
 			failed = err
 		}
@@ -377,7 +397,10 @@ func (p *Producer) send(f *flush) {
 	}
 
 	// Acknowledge: a batch fails if any partition holding one of its
-	// records failed.
+	// records failed. If a request was handed to kafka-go and then given up
+	// on, kafka-go may still be encoding it from the batches' records and
+	// from f's scratch: those batches are told so (ErrAbandoned: their
+	// memory must not be reused), and f's scratch is dropped, not reused.
 	ri := 0
 	for _, b := range f.batches {
 		var err error
@@ -387,7 +410,14 @@ func (p *Producer) send(f *flush) {
 			}
 			ri++
 		}
+		if err != nil && f.abandoned {
+			err = fmt.Errorf("%w: %w", ErrAbandoned, err)
+		}
 		b.done <- err
+	}
+	if f.abandoned {
+		*f = flush{}
+		return
 	}
 	clear(f.batches)
 	for i := range f.recs {
@@ -396,6 +426,23 @@ func (p *Producer) send(f *flush) {
 	for i := range f.parts {
 		clear(f.parts[i].recs)
 	}
+}
+
+func (f *flush) markAbandoned() {
+	f.abandonedMu.Lock()
+	f.abandoned = true
+	f.abandonedMu.Unlock()
+}
+
+// failedBefore returns the error of pt's partition in an earlier round of
+// this flush, if it failed.
+func (f *flush) failedBefore(pt *part) error {
+	for r := pt.round - 1; r >= 0; r-- {
+		if i, ok := f.index[partKey{topic: pt.topic, partition: pt.partition, round: r}]; ok && f.parts[i].err != nil {
+			return f.parts[i].err
+		}
+	}
+	return nil
 }
 
 // group lays out f's records by topic, partition and round: a partition
@@ -461,7 +508,7 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 	var firstErr error
 	for i := range f.parts {
 		pt := &f.parts[i]
-		if pt.round != round {
+		if pt.round != round || pt.err != nil {
 			continue
 		}
 		leader, err := p.leaders.leader(ctx, pt.topic, pt.partition)
@@ -483,7 +530,7 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 			if len(parts) == 0 {
 				continue
 			}
-			if err := p.roundTrip(ctx, parts); err != nil && firstErr == nil {
+			if err := p.roundTrip(ctx, f, parts); err != nil && firstErr == nil {
 				firstErr = err
 			}
 		}
@@ -496,7 +543,7 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 			continue
 		}
 		wg.Go(func() {
-			if err := p.roundTrip(ctx, parts); err != nil {
+			if err := p.roundTrip(ctx, f, parts); err != nil {
 				mu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -511,7 +558,7 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 
 // roundTrip sends one produce request holding parts (all led by one
 // broker) and sets each part's err.
-func (p *Producer) roundTrip(ctx context.Context, parts []*part) error {
+func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error {
 	req := &produceapi.Request{
 		Acks:    int16(kafka.RequireAll),
 		Timeout: int32(p.cfg.AckTimeout / time.Millisecond),
@@ -530,6 +577,9 @@ func (p *Producer) roundTrip(ctx context.Context, parts []*part) error {
 	}
 	m, err := p.cfg.Transport.RoundTrip(ctx, p.cfg.Addr, req)
 	if err != nil {
+		// kafka-go may have handed the request to a connection that is
+		// still writing it: see send.
+		f.markAbandoned()
 		err = fmt.Errorf("produce: %w", err)
 		for _, pt := range parts {
 			pt.err = err

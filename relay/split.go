@@ -144,7 +144,7 @@ func (s *scanner) entry(e *Entry) bool {
 	return s.object(2, func(key []byte) bool {
 		switch string(key) {
 		case "id":
-			v, ok := s.scalar()
+			v, ok := s.scalar(3)
 			if ok {
 				e.ID = v
 			}
@@ -166,7 +166,7 @@ func (s *scanner) entry(e *Entry) bool {
 // stores the string at the end of the path as e.PhoneNumberID (first wins).
 func (s *scanner) path(depth int, e *Entry, keys ...string) bool {
 	if len(keys) == 0 {
-		v, ok := s.scalar()
+		v, ok := s.scalar(depth)
 		if ok && len(e.PhoneNumberID) == 0 {
 			e.PhoneNumberID = v
 		}
@@ -183,9 +183,9 @@ func (s *scanner) path(depth int, e *Entry, keys ...string) bool {
 	})
 }
 
-// scalar reads any value and returns the content of a string or the digits
-// of a number; nil for other kinds.
-func (s *scanner) scalar() ([]byte, bool) {
+// scalar reads any value at the given depth and returns the content of a
+// string or the digits of a number; nil for other kinds.
+func (s *scanner) scalar(depth int) ([]byte, bool) {
 	switch c := s.peek(); {
 	case c == '"':
 		return s.str()
@@ -194,7 +194,7 @@ func (s *scanner) scalar() ([]byte, bool) {
 		ok := s.number()
 		return s.data[start:s.i], ok
 	default:
-		return nil, s.value(0)
+		return nil, s.value(depth)
 	}
 }
 

@@ -53,9 +53,10 @@ func (s *server) runDelivery(ctx context.Context) {
 		Transport:      transport,
 		Dialer:         &kafka.Dialer{ClientID: cfg.Kafka.ClientID + "-delivery", Timeout: 10 * time.Second, DialFunc: s.dial},
 		CommitInterval: cfg.Delivery.CommitInterval,
-		Drain:          max(cfg.Shutdown.GracePeriod/2, cfg.Delivery.Timeout),
-		Metrics:        delivery.NewRuntimeMetrics(s.reg),
-		Logger:         log,
+		// The whole shutdown must fit the grace period: drain, commit, leave.
+		Drain:   max(cfg.Shutdown.GracePeriod/2, time.Second),
+		Metrics: delivery.NewRuntimeMetrics(s.reg),
+		Logger:  log,
 	})
 	if err != nil {
 		log.Error("delivery stopped", "err", err)

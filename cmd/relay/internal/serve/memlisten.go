@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -30,8 +31,22 @@ type acceptResult struct {
 func newMemListener(tcp net.Listener) *memListener {
 	l := &memListener{tcp: tcp, mem: make(chan net.Conn), tcpc: make(chan acceptResult), done: make(chan struct{})}
 	l.wg.Go(func() {
+		var delay time.Duration
 		for {
 			c, err := tcp.Accept()
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				// Out of file descriptors, say: the broker must not stop
+				// (its in-memory connections need none). Retry, as net/http
+				// does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			delay = 0
 			select {
 			case l.tcpc <- acceptResult{c, err}:
 			case <-l.done:
@@ -41,10 +56,6 @@ func newMemListener(tcp net.Listener) *memListener {
 				return
 			}
 			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
 				return
 			}
 		}

@@ -107,6 +107,10 @@ type server struct {
 	serveErr               chan error
 	bg                     sync.WaitGroup
 	bgCancel               context.CancelFunc
+	// delivery runs until deliveryCancel; deliveryDone is closed when it
+	// has drained, committed and left its consumer group.
+	deliveryCancel context.CancelFunc
+	deliveryDone   chan struct{}
 }
 
 // start brings up what does not depend on Kafka: the broker, the admin
@@ -273,7 +277,12 @@ func (s *server) setup(ctx context.Context) error {
 	s.bgCancel = cancel
 	s.bg.Go(func() { reg.Watch(bgCtx, cfg.Tenants.ReloadInterval) })
 	if cfg.Delivery.On() {
-		s.bg.Go(func() { s.runDelivery(bgCtx) })
+		dctx, dcancel := context.WithCancel(context.Background())
+		s.deliveryCancel, s.deliveryDone = dcancel, make(chan struct{})
+		go func() {
+			defer close(s.deliveryDone)
+			s.runDelivery(dctx)
+		}()
 	} else {
 		s.logger.Info("delivery is off on this node (delivery.enabled: false)")
 	}
@@ -306,6 +315,11 @@ func (s *server) shutdown() error {
 	defer cancel()
 	s.logger.Info("shutting down", "grace_period", grace)
 	var errs []error
+	// Delivery drains alongside the ingress: it does not depend on it, and
+	// its final commit must land within the grace period.
+	if s.deliveryCancel != nil {
+		s.deliveryCancel()
+	}
 	if s.ingress != nil {
 		ictx, icancel := context.WithTimeout(ctx, grace-min(grace/3, 5*time.Second))
 		if err := s.ingress.ShutdownWithContext(ictx); err != nil {
@@ -322,6 +336,13 @@ func (s *server) shutdown() error {
 		s.bgCancel()
 	}
 	s.bg.Wait()
+	if s.deliveryDone != nil {
+		select {
+		case <-s.deliveryDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("delivery: did not drain within the grace period; events since its last commit will be delivered again"))
+		}
+	}
 	if s.adminSrv != nil {
 		if err := s.adminSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("admin: %w", err))

@@ -29,30 +29,12 @@ type HistogramQuantiles struct {
 // estimates p50 and p99 of the histogram name, summed over its label sets,
 // in milliseconds (the histogram's unit being seconds).
 func FetchHistogramQuantiles(ctx context.Context, url, name string) (*HistogramQuantiles, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	buckets, err := FetchBuckets(ctx, url, name)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("bench: %s: %s", url, resp.Status)
-	}
-	buckets, err := ParseHistogram(resp.Body, name)
-	if err != nil {
-		return nil, err
-	}
-	q := &HistogramQuantiles{Metric: name, Note: "approximated from the histogram's buckets"}
-	if len(buckets) > 0 {
-		q.Count = buckets[len(buckets)-1].Count
-	}
-	q.P50 = 1000 * BucketQuantile(0.50, buckets)
-	q.P99 = 1000 * BucketQuantile(0.99, buckets)
+	q := DeltaQuantiles(name, nil, buckets)
+	q.Note = "approximated from the histogram's buckets"
 	return q, nil
 }
 

@@ -120,6 +120,8 @@ type Producer struct {
 	lastErr atomic.Pointer[error]
 }
 
+var _ Writer = (*Producer)(nil)
+
 // NewProducer starts a producer's flushers. Close stops them.
 func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if cfg.Transport == nil || cfg.Addr == nil {

@@ -22,9 +22,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/relaymw/relay/cmd/relay/internal/config"
+	"github.com/relaymw/relay/delivery"
 	"github.com/relaymw/relay/relay"
 	"github.com/relaymw/relay/tenant"
 	"github.com/relaymw/relay/tlsconf"
+)
+
+// The tenant registry is what both the ingress and delivery look tenants up in.
+var (
+	_ relay.Resolver   = (*tenant.Registry)(nil)
+	_ delivery.Tenants = (*tenant.Registry)(nil)
 )
 
 // Options are what Run needs besides the configuration.

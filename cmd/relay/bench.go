@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/relaymw/relay/bench"
+	"github.com/relaymw/relay/tlsconf"
 )
 
 const benchUsage = `usage: relay bench <command> [flags]
@@ -202,7 +204,7 @@ func writeReport(f *benchFlags, title string, args []string, runs []*bench.Resul
 
 // ---- ingest ----
 
-const benchIngestUsage = `usage: relay bench ingest --url URL [--secret S] [--rate R | --concurrency C] [--connections K]
+const benchIngestUsage = `usage: relay bench ingest --url URL [--secret S] [--rate R | --concurrency C] [--connections K] [--ca-file F]
          [--duration D] [--warmup W] [--tenants N] [--mix NAME,…] [--size BYTES] [--json FILE] [--report FILE.html]
 
 Posts Meta-shaped webhook bodies, rendered from the embedded templates with
@@ -222,8 +224,23 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 	f.loadFlags()
 	target := f.fs.String("url", "", "the ingress URL to POST to, e.g. http://127.0.0.1:8080/webhooks/meta (required)")
 	secret := f.fs.String("secret", os.Getenv("RELAY_BENCH_SECRET"), "the Meta app secret to sign with (the relay's meta.app_secrets); also RELAY_BENCH_SECRET; empty: unsigned")
+	caFile := f.fs.String("ca-file", "", "for an https URL: verify the ingress against this CA (e.g. certs/ca.pem from relay certs init); empty: system roots")
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
+	}
+	var tlsCfg *tls.Config
+	if *caFile != "" {
+		c, err := tlsconf.NewClient("", "")
+		if err == nil {
+			var d *tlsconf.Dialer
+			if d, err = c.Dialer(*caFile); err == nil {
+				tlsCfg = d.Config()
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "relay bench ingest: --ca-file:", err)
+			return 2
+		}
 	}
 	if *target == "" {
 		fmt.Fprintln(stderr, "relay bench ingest: --url is required")
@@ -242,7 +259,7 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 	res, err := bench.Run(ctx, bench.Config{
 		URL: *target, Rate: f.rate, Concurrency: f.concurrency, Connections: f.connections,
 		Duration: f.duration, Warmup: f.warmup, Timeout: f.timeout,
-		Payloads: payloads, AppSecret: *secret, Progress: stderr, Label: "ingest",
+		Payloads: payloads, AppSecret: *secret, Progress: stderr, Label: "ingest", TLS: tlsCfg,
 	})
 	if res == nil {
 		fmt.Fprintln(stderr, "relay bench ingest:", err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/relaymw/relay/bench"
 	"github.com/relaymw/relay/tenant"
+	"github.com/relaymw/relay/tlsconf"
 )
 
 // ---- in-process: ingest, tenants, usage ----
@@ -421,4 +422,32 @@ func (s *benchSyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestBenchIngestHTTPS: an https ingress is driven with --ca-file (its CA,
+// e.g. from relay certs init); without it, the certificate is refused and
+// every request counts as an error.
+func TestBenchIngestHTTPS(t *testing.T) {
+	files, err := tlsconf.InitDevCA(filepath.Join(t.TempDir(), "certs"), []string{"ingress-under-test"}, false)
+	require.NoError(t, err)
+	s, err := bench.StartSink("127.0.0.1:0", bench.SinkConfig{CertFile: files.Ingress.Cert, KeyFile: files.Ingress.Key})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+
+	dir := t.TempDir()
+	jsonFile := filepath.Join(dir, "ingest.json")
+	base := []string{"bench", "ingest", "--url", s.URL(), "--secret", "s3cret", "--duration", "500ms", "--warmup", "0s", "--concurrency", "2"}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run(append(base, "--ca-file", files.CA.Cert, "--json", jsonFile), &stdout, &stderr), "stderr: %s", stderr.String())
+	status := benchReadJSON(t, jsonFile)["status"].(map[string]any)
+	require.Equal(t, []string{"204"}, benchKeys(status), "the sink answers 204 to every delivery-shaped POST")
+
+	stdout.Reset()
+	stderr.Reset()
+	require.Equal(t, 0, run(append(base, "--json", jsonFile), &stdout, &stderr), "stderr: %s", stderr.String())
+	status = benchReadJSON(t, jsonFile)["status"].(map[string]any)
+	require.Equal(t, []string{"error"}, benchKeys(status), "without the CA the dev certificate is not trusted")
+	require.Contains(t, stdout.String(), "certificate")
+
+	require.Equal(t, 2, run(append(base, "--ca-file", filepath.Join(dir, "missing.pem")), &stdout, &stderr))
 }

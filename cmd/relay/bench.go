@@ -49,20 +49,7 @@ var benchCommands = map[string]func(args []string, stdout, stderr io.Writer) int
 }
 
 func runBench(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, benchUsage)
-		return 2
-	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, benchUsage)
-		return 0
-	}
-	cmd, ok := benchCommands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "relay bench: unknown command %q\n%s", args[0], benchUsage)
-		return 2
-	}
-	return cmd(args[1:], stdout, stderr)
+	return dispatch("relay bench", benchUsage, benchCommands, args, stdout, stderr)
 }
 
 // mixFlag collects template names, repeated or comma-separated.

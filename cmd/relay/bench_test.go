@@ -374,7 +374,7 @@ func TestBenchProcesses(t *testing.T) {
 		cmd := exec.CommandContext(ctx, bin, "bench", "compare", "--duration", "1500ms", "--warmup", "0s",
 			"--concurrency", "2", "--tenants", "2")
 		cmd.Env = append(benchEnv(), "TMPDIR="+tmp)
-		var stderr benchSyncBuffer
+		var stderr syncBuffer
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
 		require.NoError(t, cmd.Start())
 		require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "== relay:") },
@@ -404,24 +404,6 @@ func benchRequireEmptyDir(t *testing.T, dir string) {
 		names = append(names, e.Name())
 	}
 	require.Empty(t, names, "left behind in %s", dir)
-}
-
-// benchSyncBuffer is a bytes.Buffer safe for a writer and a reader.
-type benchSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *benchSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *benchSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBenchIngestHTTPS: an https ingress is driven with --ca-file (its CA,

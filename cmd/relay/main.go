@@ -54,6 +54,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	return dispatch("relay", usage, commands, args, stdout, stderr)
+}
+
+// dispatch runs the subcommand args[0] of cmds (name is what to call the
+// command in messages); it prints usage for help and unknown commands.
+func dispatch(name, usage string, cmds map[string]func([]string, io.Writer, io.Writer) int, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -62,9 +68,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	cmd, ok := commands[args[0]]
+	cmd, ok := cmds[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "relay: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "%s: unknown command %q\n%s", name, args[0], usage)
 		return 2
 	}
 	return cmd(args[1:], stdout, stderr)

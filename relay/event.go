@@ -3,8 +3,6 @@ package relay
 import (
 	"crypto/sha256"
 	"encoding/hex"
-
-	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // EventID identifies an event: the first 16 bytes of the SHA-256 of its
@@ -28,29 +26,3 @@ func (id EventID) AppendHex(dst []byte) []byte {
 
 // String returns the id's 32 hex digits.
 func (id EventID) String() string { return hex.EncodeToString(id[:]) }
-
-// Dedupe remembers the ids of recently written events so that Meta's
-// redeliveries are answered 200 without being written again. It is a
-// bounded LRU: an entry redelivered after more than Size other events is
-// written again, which delivery tolerates (at-least-once, same webhook-id).
-type Dedupe struct {
-	c *lru.Cache[EventID, struct{}]
-}
-
-// NewDedupe returns a cache of the given size (at least 1).
-func NewDedupe(size int) (*Dedupe, error) {
-	c, err := lru.New[EventID, struct{}](max(size, 1))
-	if err != nil {
-		return nil, err
-	}
-	return &Dedupe{c: c}, nil
-}
-
-// Seen reports whether id was written recently.
-func (d *Dedupe) Seen(id EventID) bool {
-	_, ok := d.c.Get(id)
-	return ok
-}
-
-// Add records that id was written.
-func (d *Dedupe) Add(id EventID) { d.c.Add(id, struct{}{}) }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/relaymw/relay/relay"
 )
 
 // Config is the whole configuration of relay serve.
@@ -343,6 +345,9 @@ func (c *Config) Validate() []error {
 		if counts[name] < 0 {
 			bad(name, "must be positive")
 		}
+	}
+	if c.Ingress.DedupeSize > relay.MaxDedupeSize {
+		bad("ingress.dedupe_size", "at most %d", relay.MaxDedupeSize)
 	}
 	if len(nonEmpty(c.Meta.AppSecrets)) == 0 {
 		bad("meta.app_secrets", "at least one Meta app secret is required (or meta.app_secrets_file, or RELAY_META_APP_SECRETS)")

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 )
 
 // maxDepth bounds how deeply nested a body may be; encoding/json uses the
@@ -108,7 +110,7 @@ func SplitBody(data []byte, b *Body) error {
 
 // scanner is a validating, allocation-free JSON reader over one byte slice.
 // Its methods advance i past what they read and report false on invalid
-// JSON. Strings come back unquoted when they hold no escapes; escaped ones
+// JSON. Strings come back unquoted when they hold no escapes; escaped swarOnes
 // (rare in ids) are decoded into a fresh slice.
 type scanner struct {
 	data []byte
@@ -348,6 +350,16 @@ func (s *scanner) str() ([]byte, bool) {
 	start := s.i
 	escaped := false
 	for s.i < len(s.data) {
+		// Skip plain bytes eight at a time: most of a body is string
+		// content.
+		if len(s.data)-s.i >= 8 {
+			m := specialBytes(binary.LittleEndian.Uint64(s.data[s.i:]))
+			if m == 0 {
+				s.i += 8
+				continue
+			}
+			s.i += bits.TrailingZeros64(m) / 8
+		}
 		c := s.data[s.i]
 		switch {
 		case c == '"':
@@ -381,6 +393,21 @@ func (s *scanner) str() ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+const (
+	swarOnes  = 0x0101010101010101
+	swarHighs = 0x8080808080808080
+)
+
+// specialBytes returns a mask whose lowest set bit is the high bit of the
+// first byte of w (little-endian) that ends a plain run in a JSON string: a
+// quote, a backslash or a control character; 0 if there is none. Bits
+// above the lowest may be spurious (borrows), so only the lowest is used.
+func specialBytes(w uint64) uint64 {
+	q := w ^ ('"' * swarOnes)
+	b := w ^ ('\\' * swarOnes)
+	return ((q-swarOnes) & ^q | (b-swarOnes) & ^b | (w-0x20*swarOnes) & ^w) & swarHighs
 }
 
 func isHex4(b []byte) bool {

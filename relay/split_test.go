@@ -2,7 +2,9 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strings"
 	"testing"
 
@@ -126,4 +128,39 @@ func TestSplitAllocatesNothing(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+// specialBytes is checked against a byte loop for every byte value at every
+// position of a word, behind plain bytes and in front of other specials.
+func TestSpecialBytesFindsTheFirstSpecialByte(t *testing.T) {
+	special := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 }
+	for _, fill := range []byte{'a', 0x80, 0xff, '"'} {
+		for p := range 8 {
+			for v := range 256 {
+				var word [8]byte
+				for i := range word {
+					word[i] = 'a'
+					if i > p {
+						word[i] = fill
+					}
+				}
+				word[p] = byte(v)
+				want := -1
+				for i, c := range word {
+					if special(c) {
+						want = i
+						break
+					}
+				}
+				m := specialBytes(binary.LittleEndian.Uint64(word[:]))
+				got := -1
+				if m != 0 {
+					got = bits.TrailingZeros64(m) / 8
+				}
+				if got != want {
+					t.Fatalf("word %q: first special byte at %d, want %d", word, got, want)
+				}
+			}
+		}
+	}
 }

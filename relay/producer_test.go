@@ -1,0 +1,92 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Produce's answer races its own timeout, a cancelled context and the
+// flusher, and batches are reused after every answer that allows it (the
+// ingress's pattern). With timeouts around the broker's answer time, each
+// way of finishing wins sometimes; whatever wins, a batch answered nil is
+// in Kafka, nothing is answered twice or to the wrong call (every Produce
+// returns), and a reused batch's stale timer never answers its next call.
+func TestProduceAnswerRacesTimeoutAndCancel(t *testing.T) {
+	b := startBroker(t)
+	transport := &kafka.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	p, err := NewProducer(ProducerConfig{Transport: transport, Addr: kafka.TCP(b.addr())})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+
+	// The broker answers each produce request after 0–2 ms.
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		b.c.SleepControl(func() { time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) })
+		return nil, nil, false
+	})
+
+	const workers, calls = 8, 150
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			batch := &Batch{}
+			for i := range calls {
+				value := fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)
+				batch.Records = append(batch.Records[:0], Record{
+					Topic: testEvents, Key: []byte("acme"), Value: []byte(value), Time: time.Now(),
+				})
+				batch.Timeout = time.Duration(rand.IntN(3000)) * time.Microsecond
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if i%3 == 0 {
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(rand.IntN(3000))*time.Microsecond)
+				}
+				err := p.Produce(ctx, batch)
+				cancel()
+				mu.Lock()
+				switch {
+				case err == nil:
+					acked[value] = true
+					counts["ok"]++
+				case errors.Is(err, ErrTimeout):
+					counts["timeout"]++
+				case errors.Is(err, context.DeadlineExceeded):
+					counts["cancelled"]++
+				default:
+					counts[err.Error()]++
+				}
+				mu.Unlock()
+				if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+					batch = &Batch{} // the producer may still read it
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("answers: %v", counts)
+	assert.Equal(t, workers*calls, counts["ok"]+counts["timeout"]+counts["cancelled"], "only these answers: %v", counts)
+	assert.Positive(t, counts["ok"])
+	assert.Positive(t, counts["timeout"])
+	assert.Positive(t, counts["cancelled"])
+
+	inKafka := map[string]bool{}
+	for _, r := range records(t, b.addr(), testEvents, 2) {
+		inKafka[string(r.value)] = true
+	}
+	for v := range acked {
+		assert.True(t, inKafka[v], "answered nil but not in Kafka: %s", v)
+	}
+}

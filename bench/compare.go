@@ -45,6 +45,10 @@ type CompareConfig struct {
 	// TenantCounts, when set, measures the relay once more per count
 	// (closed loop), each with a fresh relay knowing that many tenants.
 	TenantCounts []int
+	// Rounds repeats the closed-loop runs (ceiling, relay, baseline and the
+	// tenant counts, in that order, fresh processes each time) so that the
+	// figures are medians of pairs measured back to back (0: 1).
+	Rounds int
 	// ReadyTimeout bounds each target's start (0: DefaultReadyTimeout).
 	ReadyTimeout time.Duration
 	// Progress gets step headers, child starts and stops, and the
@@ -64,6 +68,17 @@ type TenantCountRuns struct {
 	RatioOf string  `json:"ratio_of"` // "1000/10"
 }
 
+// CompareRound is one round of the closed-loop runs and its ratios.
+type CompareRound struct {
+	Ceiling           *Result            `json:"ceiling"`
+	Relay             *Result            `json:"relay"`
+	Baseline          *Result            `json:"baseline"`
+	RelayOverCeiling  float64            `json:"relay_over_ceiling"`
+	RelayOverBaseline float64            `json:"relay_over_baseline"`
+	TenantCounts      map[string]*Result `json:"tenant_counts,omitempty"`
+	TenantCountRatio  float64            `json:"tenant_count_ratio,omitempty"`
+}
+
 // ChildInfo names a child process the bench started.
 type ChildInfo struct {
 	Name string `json:"name"`
@@ -71,7 +86,11 @@ type ChildInfo struct {
 }
 
 // CompareResult is the outcome of Compare. Its JSON form is the contract of
-// `relay bench compare --json`.
+// `relay bench compare --json`. With several rounds, Ceiling, Relay,
+// Baseline and each tenant count's run are the round with the median
+// requests/s, and each ratio is the median of the rounds' ratios (each
+// round's runs were measured back to back, so a round's ratio is the
+// least disturbed by the machine's drift); Rounds holds every round.
 type CompareResult struct {
 	Ceiling           *Result          `json:"ceiling"`
 	Relay             *Result          `json:"relay"`
@@ -87,10 +106,16 @@ type CompareResult struct {
 	BodySize    int                  `json:"body_size"`
 	Templates   []string             `json:"templates"`
 	Children    []ChildInfo          `json:"children"`
+	Rounds      []*CompareRound      `json:"rounds"`
+
+	all []*Result // every run, in the order made
 }
 
 // Runs returns every run made, in order, for a report.
 func (r *CompareResult) Runs() []*Result {
+	if len(r.all) > 0 {
+		return r.all
+	}
 	var runs []*Result
 	for _, x := range []*Result{r.Ceiling, r.Relay, r.RelayHalfRate, r.Baseline} {
 		if x != nil {
@@ -125,7 +150,9 @@ func writeJSONFile(name string, v any) error {
 // ceiling (a bare fasthttp handler), the relay (`relay serve`, embedded
 // broker, delivery off), the relay again in open loop at half its maximum,
 // the baseline (net/http + kafka-go, acks=all, on its own embedded
-// broker), and the relay once per TenantCounts. One target runs at a time,
+// broker), and the relay once per TenantCounts; the closed-loop runs
+// Rounds times, the half-rate run once at the end, at half the relay's
+// median maximum. One target runs at a time,
 // each as a child process; all are stopped and their folders removed
 // before Compare returns, also when ctx is cancelled. On an error it
 // returns what it measured so far with the error.
@@ -206,78 +233,195 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		return r, nil
 	}
 
-	// 1. The ceiling.
-	t, err := tg.startCeiling(ctx)
-	if err != nil {
-		return res, err
-	}
-	res.Ceiling, err = run(closed("ceiling", t.URL, payloads), t)
-	procs.Stop(t.Child, DefaultStopGrace)
-	if err != nil {
-		return res, err
-	}
-
-	// 2. The relay, closed loop, then open loop at half its maximum.
-	t, err = tg.startRelay(ctx, RelayOptions{Tenants: payloads.Tenants(), Secret: secret})
-	if err != nil {
-		return res, err
-	}
-	res.Relay, err = run(closed("relay", t.URL, payloads), t)
-	if err == nil {
-		res.RelayOverCeiling = ratio(res.Relay, res.Ceiling)
-		if res.Relay.RequestsPerSec <= 0 {
-			err = errors.New("bench: the relay answered nothing: no half-rate run")
-		} else {
-			half := closed("relay@50%", t.URL, payloads)
-			half.Concurrency = 0
-			half.Rate = max(res.Relay.RequestsPerSec/2, 1)
-			half.Connections = cfg.Concurrency
-			res.RelayHalfRate, err = run(half, t)
+	defer res.summarize(cfg.TenantCounts) // also for what was measured before an error
+	rounds := max(cfg.Rounds, 1)
+	label := func(name string, round int) string {
+		if rounds == 1 {
+			return name
 		}
+		return fmt.Sprintf("%s #%d", name, round)
 	}
-	procs.Stop(t.Child, DefaultStopGrace)
-	if err != nil {
-		return res, err
+	measure := func(c Config, t *Target) (*Result, error) {
+		r, err := run(c, t)
+		if r != nil {
+			res.all = append(res.all, r)
+		}
+		return r, err
+	}
+	var tenantPayloads []*Payloads
+	for _, n := range cfg.TenantCounts {
+		p, err := NewPayloads(PayloadOptions{Tenants: Tenants(n), Templates: cfg.Templates, Size: cfg.Size})
+		if err != nil {
+			return res, err
+		}
+		tenantPayloads = append(tenantPayloads, p)
 	}
 
-	// 3. The baseline.
-	t, err = tg.startBaseline(ctx, secret, cfg.Tenants)
-	if err != nil {
-		return res, err
-	}
-	res.Baseline, err = run(closed("baseline", t.URL, payloads), t)
-	procs.Stop(t.Child, DefaultStopGrace)
-	if err != nil {
-		return res, err
-	}
-	res.RelayOverBaseline = ratio(res.Relay, res.Baseline)
+	for round := 1; round <= rounds; round++ {
+		rd := &CompareRound{}
+		res.Rounds = append(res.Rounds, rd)
 
-	// 4. The relay by tenant count.
-	if len(cfg.TenantCounts) > 0 {
-		tc := &TenantCountRuns{Runs: map[string]*Result{}}
-		res.TenantCounts = tc
-		for _, n := range cfg.TenantCounts {
-			p, err := NewPayloads(PayloadOptions{Tenants: Tenants(n), Templates: cfg.Templates, Size: cfg.Size})
-			if err != nil {
-				return res, err
+		// 1. The ceiling.
+		t, err := tg.startCeiling(ctx)
+		if err != nil {
+			return res, err
+		}
+		rd.Ceiling, err = measure(closed(label("ceiling", round), t.URL, payloads), t)
+		procs.Stop(t.Child, DefaultStopGrace)
+		if err != nil {
+			return res, err
+		}
+
+		// 2. The relay, closed loop; after the last round, the same relay
+		// in open loop at half its median maximum.
+		t, err = tg.startRelay(ctx, RelayOptions{Tenants: payloads.Tenants(), Secret: secret})
+		if err != nil {
+			return res, err
+		}
+		rd.Relay, err = measure(closed(label("relay", round), t.URL, payloads), t)
+		if err == nil {
+			rd.RelayOverCeiling = ratio(rd.Relay, rd.Ceiling)
+			if round == rounds {
+				err = halfRate(res, t, measure, closed("relay@50%", t.URL, payloads), cfg.Concurrency)
+			}
+		}
+		procs.Stop(t.Child, DefaultStopGrace)
+		if err != nil {
+			return res, err
+		}
+
+		// 3. The baseline.
+		t, err = tg.startBaseline(ctx, secret, cfg.Tenants)
+		if err != nil {
+			return res, err
+		}
+		rd.Baseline, err = measure(closed(label("baseline", round), t.URL, payloads), t)
+		procs.Stop(t.Child, DefaultStopGrace)
+		if err != nil {
+			return res, err
+		}
+		rd.RelayOverBaseline = ratio(rd.Relay, rd.Baseline)
+
+		// 4. The relay by tenant count.
+		for i, n := range cfg.TenantCounts {
+			if rd.TenantCounts == nil {
+				rd.TenantCounts = map[string]*Result{}
 			}
 			name := fmt.Sprintf("relay-%d-tenants", n)
+			p := tenantPayloads[i]
 			t, err := tg.startRelay(ctx, RelayOptions{Name: name, Tenants: p.Tenants(), Secret: secret})
 			if err != nil {
 				return res, err
 			}
-			r, err := run(closed(fmt.Sprintf("relay %d tenants", n), t.URL, p), t)
+			r, err := measure(closed(label(fmt.Sprintf("relay %d tenants", n), round), t.URL, p), t)
 			procs.Stop(t.Child, DefaultStopGrace)
 			if err != nil {
 				return res, err
 			}
-			tc.Runs[strconv.Itoa(n)] = r
+			rd.TenantCounts[strconv.Itoa(n)] = r
 		}
-		lo, hi := slices.Min(cfg.TenantCounts), slices.Max(cfg.TenantCounts)
-		tc.RatioOf = fmt.Sprintf("%d/%d", hi, lo)
-		tc.Ratio = ratio(tc.Runs[strconv.Itoa(hi)], tc.Runs[strconv.Itoa(lo)])
+		if len(cfg.TenantCounts) > 0 {
+			lo, hi := slices.Min(cfg.TenantCounts), slices.Max(cfg.TenantCounts)
+			rd.TenantCountRatio = ratio(rd.TenantCounts[strconv.Itoa(hi)], rd.TenantCounts[strconv.Itoa(lo)])
+		}
 	}
 	return res, nil
+}
+
+// halfRate measures the relay t in open loop at half the median of the
+// rounds' closed-loop maxima.
+func halfRate(res *CompareResult, t *Target, measure func(Config, *Target) (*Result, error), c Config, connections int) error {
+	var maxima []float64
+	for _, rd := range res.Rounds {
+		maxima = append(maxima, rd.Relay.RequestsPerSec)
+	}
+	m := median(maxima)
+	if m <= 0 {
+		return errors.New("bench: the relay answered nothing: no half-rate run")
+	}
+	c.Concurrency = 0
+	c.Rate = max(m/2, 1)
+	c.Connections = connections
+	var err error
+	res.RelayHalfRate, err = measure(c, t)
+	return err
+}
+
+// summarize sets the top-level figures from the rounds so far: each
+// target's median run and the median of each ratio.
+func (r *CompareResult) summarize(counts []int) {
+	pick := func(get func(*CompareRound) *Result) *Result {
+		var runs []*Result
+		for _, rd := range r.Rounds {
+			if x := get(rd); x != nil {
+				runs = append(runs, x)
+			}
+		}
+		return medianRun(runs)
+	}
+	ratios := func(get func(*CompareRound) float64) float64 {
+		var xs []float64
+		for _, rd := range r.Rounds {
+			if x := get(rd); x > 0 { // 0: not measured
+				xs = append(xs, x)
+			}
+		}
+		return median(xs)
+	}
+	r.Ceiling = pick(func(rd *CompareRound) *Result { return rd.Ceiling })
+	r.Relay = pick(func(rd *CompareRound) *Result { return rd.Relay })
+	r.Baseline = pick(func(rd *CompareRound) *Result { return rd.Baseline })
+	r.RelayOverCeiling = ratios(func(rd *CompareRound) float64 { return rd.RelayOverCeiling })
+	r.RelayOverBaseline = ratios(func(rd *CompareRound) float64 { return rd.RelayOverBaseline })
+	if len(counts) == 0 {
+		return
+	}
+	tc := &TenantCountRuns{Runs: map[string]*Result{}}
+	for _, n := range counts {
+		k := strconv.Itoa(n)
+		if run := pick(func(rd *CompareRound) *Result { return rd.TenantCounts[k] }); run != nil {
+			tc.Runs[k] = run
+		}
+	}
+	if len(tc.Runs) == 0 {
+		return
+	}
+	tc.RatioOf = fmt.Sprintf("%d/%d", slices.Max(counts), slices.Min(counts))
+	tc.Ratio = ratios(func(rd *CompareRound) float64 { return rd.TenantCountRatio })
+	r.TenantCounts = tc
+}
+
+// median returns the middle of xs (the mean of the two middle ones for an
+// even count), 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medianRun returns the run with the median requests/s (the lower middle
+// one for an even count), nil for none.
+func medianRun(runs []*Result) *Result {
+	if len(runs) == 0 {
+		return nil
+	}
+	s := slices.Clone(runs)
+	slices.SortStableFunc(s, func(a, b *Result) int {
+		switch {
+		case a.RequestsPerSec < b.RequestsPerSec:
+			return -1
+		case a.RequestsPerSec > b.RequestsPerSec:
+			return 1
+		}
+		return 0
+	})
+	return s[(len(s)-1)/2]
 }
 
 func ratio(a, b *Result) float64 {
@@ -328,8 +472,18 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nrelay/ceiling   %.3f\n", r.RelayOverCeiling)
-	fmt.Fprintf(&b, "relay/baseline  %.3f\n", r.RelayOverBaseline)
+	perRound := func(get func(*CompareRound) float64) string {
+		if len(r.Rounds) < 2 {
+			return ""
+		}
+		xs := make([]string, len(r.Rounds))
+		for i, rd := range r.Rounds {
+			xs[i] = fmt.Sprintf("%.3f", get(rd))
+		}
+		return fmt.Sprintf("   (median of rounds: %s)", strings.Join(xs, " "))
+	}
+	fmt.Fprintf(&b, "\nrelay/ceiling   %.3f%s\n", r.RelayOverCeiling, perRound(func(rd *CompareRound) float64 { return rd.RelayOverCeiling }))
+	fmt.Fprintf(&b, "relay/baseline  %.3f%s\n", r.RelayOverBaseline, perRound(func(rd *CompareRound) float64 { return rd.RelayOverBaseline }))
 	if h := r.RelayHalfRate; h != nil {
 		fmt.Fprintf(&b, "relay@50%% (%.0f/s open loop): p99 %.2f ms, p99.9 %.2f ms\n", h.Rate, h.Latency.P99, h.Latency.P999)
 	}
@@ -341,7 +495,8 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		case tc.Ratio > 1/TenantCountTarget:
 			verdict = "more tenants was faster: the difference is run-to-run noise, larger than 10%"
 		}
-		fmt.Fprintf(&b, "relay tenants %s: throughput ratio %.3f (target ≥ %.2f: %s)\n", tc.RatioOf, tc.Ratio, TenantCountTarget, verdict)
+		fmt.Fprintf(&b, "relay tenants %s: throughput ratio %.3f (target ≥ %.2f: %s)%s\n", tc.RatioOf, tc.Ratio, TenantCountTarget, verdict,
+			perRound(func(rd *CompareRound) float64 { return rd.TenantCountRatio }))
 	}
 	for _, run := range runs {
 		if run.Errors > 0 {

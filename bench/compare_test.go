@@ -154,3 +154,38 @@ func TestBenchCompareTable(t *testing.T) {
 	require.Less(t, strings.Index(out, "relay 10 tenants"), strings.Index(out, "relay 1000 tenants"), "counts in numeric order")
 	require.Len(t, r.Runs(), 6)
 }
+
+// With rounds, the top-level runs are each target's median round and the
+// ratios the medians of the rounds' ratios (not the ratio of medians: a
+// round's runs were measured back to back).
+func TestBenchCompareRoundsMedians(t *testing.T) {
+	mk := func(label string, rps float64) *Result {
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps}
+	}
+	r := &CompareResult{Rounds: []*CompareRound{
+		{Ceiling: mk("ceiling #1", 100), Relay: mk("relay #1", 60), Baseline: mk("baseline #1", 30), RelayOverCeiling: 0.6, RelayOverBaseline: 2,
+			TenantCounts: map[string]*Result{"10": mk("relay 10 tenants #1", 60), "1000": mk("relay 1000 tenants #1", 30)}, TenantCountRatio: 0.5},
+		{Ceiling: mk("ceiling #2", 80), Relay: mk("relay #2", 40), Baseline: mk("baseline #2", 40), RelayOverCeiling: 0.5, RelayOverBaseline: 1,
+			TenantCounts: map[string]*Result{"10": mk("relay 10 tenants #2", 40), "1000": mk("relay 1000 tenants #2", 36)}, TenantCountRatio: 0.9},
+		{Ceiling: mk("ceiling #3", 90), Relay: mk("relay #3", 63), Baseline: mk("baseline #3", 35), RelayOverCeiling: 0.7, RelayOverBaseline: 1.8,
+			TenantCounts: map[string]*Result{"10": mk("relay 10 tenants #3", 63)}}, // interrupted: no 1000
+	}}
+	r.summarize([]int{10, 1000})
+	require.Equal(t, "ceiling #3", r.Ceiling.Label)
+	require.Equal(t, "relay #1", r.Relay.Label)
+	require.Equal(t, "baseline #3", r.Baseline.Label)
+	require.InDelta(t, 0.6, r.RelayOverCeiling, 1e-9)
+	require.InDelta(t, 1.8, r.RelayOverBaseline, 1e-9)
+	require.Equal(t, "relay 10 tenants #1", r.TenantCounts.Runs["10"].Label)
+	require.Equal(t, "relay 1000 tenants #1", r.TenantCounts.Runs["1000"].Label, "lower middle of two")
+	require.InDelta(t, 0.7, r.TenantCounts.Ratio, 1e-9, "median of the measured rounds' ratios")
+	require.Equal(t, "1000/10", r.TenantCounts.RatioOf)
+
+	var b bytes.Buffer
+	require.NoError(t, r.WriteTable(&b))
+	require.Contains(t, b.String(), "relay/ceiling   0.600   (median of rounds: 0.600 0.500 0.700)")
+
+	require.Zero(t, median(nil))
+	require.Nil(t, medianRun(nil))
+	require.InDelta(t, 2.5, median([]float64{4, 1, 3, 2}), 1e-9)
+}

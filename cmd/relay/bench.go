@@ -273,7 +273,7 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 // ---- compare ----
 
 const benchCompareUsage = `usage: relay bench compare [--concurrency C] [--duration D] [--warmup W] [--size BYTES]
-         [--tenants N] [--mix NAME,…] [--tenant-counts 10,1000] [--json FILE] [--report FILE.html]
+         [--tenants N] [--mix NAME,…] [--tenant-counts 10,1000] [--rounds N] [--json FILE] [--report FILE.html]
 
 Measures in one run, with the same generator, payloads and machine, one
 target at a time, each a child process of this binary:
@@ -287,6 +287,11 @@ target at a time, each a child process of this binary:
 and with --tenant-counts the relay once more per count (a fresh relay
 knowing that many tenants), then the ratio of the largest count's
 throughput to the smallest's (target: within 10%).
+With --rounds N the closed-loop runs are repeated N times (fresh processes,
+same order each round) and the figures are medians: each target's median
+run, and the median of the rounds' ratios; the half-rate run comes last,
+at half the relay's median maximum. This machine's noise is the reason:
+one run against another can differ by 15%.
 Children are stopped when the bench ends, also on an error or SIGINT.
 
 flags:
@@ -298,8 +303,13 @@ func runBenchCompare(args []string, stdout, stderr io.Writer) int {
 	var counts intsFlag
 	f.fs.Var(&counts, "tenant-counts", "also measure the relay with each of these tenant counts, e.g. 10,1000")
 	readyTimeout := f.fs.Duration("ready-timeout", bench.DefaultReadyTimeout, "how long a target may take to start")
+	rounds := f.fs.Int("rounds", 1, "repeat the closed-loop runs this many times and report medians")
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
+	}
+	if *rounds < 1 || *rounds > 20 {
+		fmt.Fprintln(stderr, "relay bench compare: --rounds must be between 1 and 20")
+		return 2
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -311,7 +321,7 @@ func runBenchCompare(args []string, stdout, stderr io.Writer) int {
 	res, err := bench.Compare(ctx, bench.CompareConfig{
 		Exe: exe, Concurrency: f.concurrency, Duration: f.duration, Warmup: f.warmup, Timeout: f.timeout,
 		Size: f.size, Templates: f.mix, Tenants: f.tenants, TenantCounts: counts,
-		ReadyTimeout: *readyTimeout, Progress: stderr,
+		ReadyTimeout: *readyTimeout, Progress: stderr, Rounds: *rounds,
 	})
 	code := 0
 	if err != nil {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,6 +184,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "10", "--concurrency", "2"},
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--mix", "no_such_template"},
 		{"bench", "compare", "--tenant-counts", "10,x"},
+		{"bench", "compare", "--rounds", "0"},
 		{"bench", "e2e", "--duration", "0s"},
 		{"bench", "tenants", "--count", "3"},
 		{"bench", "tenants", "--count", "3", "--out", "-", "--instance-url-base", "http://x"},
@@ -246,33 +249,34 @@ func benchEnv() []string {
 
 var benchStartedRe = regexp.MustCompile(`bench: started (\S+) \(pid (\d+)\)`)
 
-// benchChildPIDs returns the children a bench run reported starting.
-func benchChildPIDs(stderr string) map[string]int {
-	pids := map[string]int{}
+// benchChildPIDs returns the children a bench run reported starting, pid →
+// name.
+func benchChildPIDs(stderr string) map[int]string {
+	pids := map[int]string{}
 	for _, m := range benchStartedRe.FindAllStringSubmatch(stderr, -1) {
 		pid, _ := strconv.Atoi(m[2])
-		pids[m[1]] = pid
+		pids[pid] = m[1]
 	}
 	return pids
 }
 
 // benchRequireGone fails if any of the processes still exists.
-func benchRequireGone(t *testing.T, pids map[string]int) {
+func benchRequireGone(t *testing.T, pids map[int]string) {
 	t.Helper()
-	for name, pid := range pids {
+	for pid, name := range pids {
 		require.True(t, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH), "child %s (pid %d) survived the bench", name, pid)
 	}
 }
 
-// benchJSONPIDs returns the children listed in a result's JSON.
-func benchJSONPIDs(t *testing.T, m map[string]any) map[string]int {
+// benchJSONPIDs returns the children listed in a result's JSON, pid → name.
+func benchJSONPIDs(t *testing.T, m map[string]any) map[int]string {
 	t.Helper()
-	pids := map[string]int{}
+	pids := map[int]string{}
 	list, ok := m["children"].([]any)
 	require.True(t, ok, "children: %v", m["children"])
 	for _, c := range list {
 		c := c.(map[string]any)
-		pids[c["name"].(string)] = int(c["pid"].(float64))
+		pids[int(c["pid"].(float64))] = c["name"].(string)
 	}
 	return pids
 }
@@ -333,7 +337,7 @@ func TestBenchProcesses(t *testing.T) {
 		dir, tmp := t.TempDir(), t.TempDir()
 		jsonFile, reportFile := filepath.Join(dir, "compare.json"), filepath.Join(dir, "compare.html")
 		r := benchRun(t, bin, 2*time.Minute, tmp, "bench", "compare", "--duration", "1s", "--warmup", "500ms",
-			"--concurrency", "4", "--tenants", "5", "--tenant-counts", "2,4", "--json", jsonFile, "--report", reportFile)
+			"--concurrency", "4", "--tenants", "5", "--tenant-counts", "2,4", "--rounds", "2", "--json", jsonFile, "--report", reportFile)
 		require.Equal(t, 0, r.code, "stderr:\n%s", r.stderr)
 		m := benchReadJSON(t, jsonFile)
 		for _, k := range []string{"ceiling", "relay", "baseline", "relay_half_rate"} {
@@ -350,16 +354,23 @@ func TestBenchProcesses(t *testing.T) {
 		require.Positive(t, tc["ratio"])
 		require.Equal(t, "4/2", tc["ratio_of"])
 		require.Len(t, tc["runs"], 2)
-		for _, want := range []string{"relay/ceiling", "relay/baseline", "relay@50%", "p99.9"} {
+		rounds := m["rounds"].([]any)
+		require.Len(t, rounds, 2)
+		for _, rd := range rounds {
+			rd := rd.(map[string]any)
+			require.Positive(t, rd["relay_over_ceiling"])
+			require.Len(t, rd["tenant_counts"], 2)
+		}
+		for _, want := range []string{"relay/ceiling", "relay/baseline", "relay@50%", "p99.9", "ceiling #2", "relay 4 tenants #2", "median of rounds"} {
 			require.Contains(t, r.stdout, want)
 		}
 		html, err := os.ReadFile(reportFile)
 		require.NoError(t, err)
-		for _, label := range []string{"ceiling", "baseline", "relay@50%", "relay 4 tenants"} {
+		for _, label := range []string{"ceiling #1", "baseline #2", "relay@50%", "relay 4 tenants #2"} {
 			require.Contains(t, string(html), label)
 		}
 		pids := benchJSONPIDs(t, m)
-		require.Len(t, pids, 5) // ceiling, relay, baseline, two more relays
+		require.Len(t, pids, 10) // per round: ceiling, relay, baseline, two more relays
 		require.Equal(t, pids, benchChildPIDs(r.stderr))
 		benchRequireGone(t, pids)
 		benchRequireEmptyDir(t, tmp)
@@ -387,8 +398,8 @@ func TestBenchProcesses(t *testing.T) {
 		require.ErrorAs(t, err, &exit, stderr.String())
 		require.Equal(t, 1, exit.ExitCode(), stderr.String())
 		pids := benchChildPIDs(stderr.String())
-		require.Contains(t, pids, "ceiling")
-		require.Contains(t, pids, "relay")
+		require.Contains(t, slices.Collect(maps.Values(pids)), "ceiling")
+		require.Contains(t, slices.Collect(maps.Values(pids)), "relay")
 		benchRequireGone(t, pids)
 		benchRequireEmptyDir(t, tmp)
 	})

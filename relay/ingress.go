@@ -274,7 +274,7 @@ func (in *Ingress) build(st *reqState, received time.Time) (dups int) {
 	}
 
 	a := st.arena
-	a = received.UTC().AppendFormat(a, ReceivedAtLayout)
+	a = appendReceivedAt(a, received)
 	receivedAt := a[0:len(a):len(a)]
 	n := len(a)
 	a = append(a, b.Object...)

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,6 +111,7 @@ type benchFlags struct {
 	tenants, size             int
 	mix                       mixFlag
 	jsonFile, reportFile      string
+	cpuProfile                string
 }
 
 func newBenchFlags(name, usage string, stderr io.Writer, defaultTenants int) *benchFlags {
@@ -124,8 +126,26 @@ func newBenchFlags(name, usage string, stderr io.Writer, defaultTenants int) *be
 	fs.Var(&f.mix, "mix", "templates to send, in turn: names, comma-separated or repeated (default all: "+strings.Join(bench.TemplateNames(), ", ")+")")
 	fs.StringVar(&f.jsonFile, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&f.reportFile, "report", "", "write an HTML report to this file")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write this bench process's own CPU profile to this file (go tool pprof): where the generator's time goes")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	return f
+}
+
+// startCPUProfile starts the --cpuprofile profile, if asked for; stop
+// writes it out.
+func (f *benchFlags) startCPUProfile() (stop func(), err error) {
+	if f.cpuProfile == "" {
+		return func() {}, nil
+	}
+	file, err := os.Create(f.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(file); err != nil {
+		file.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); file.Close() }, nil
 }
 
 // loadFlags adds --rate, --concurrency and --connections.
@@ -215,6 +235,12 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
+	stopProfile, err := f.startCPUProfile()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
+		return 1
+	}
+	defer stopProfile()
 	var tlsCfg *tls.Config
 	if *caFile != "" {
 		c, err := tlsconf.NewClient("", "")
@@ -307,6 +333,12 @@ func runBenchCompare(args []string, stdout, stderr io.Writer) int {
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
+	stopProfile, err := f.startCPUProfile()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
+		return 1
+	}
+	defer stopProfile()
 	if *rounds < 1 || *rounds > 20 {
 		fmt.Fprintln(stderr, "relay bench compare: --rounds must be between 1 and 20")
 		return 2
@@ -375,6 +407,12 @@ func runBenchE2E(args []string, stdout, stderr io.Writer) int {
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
+	stopProfile, err := f.startCPUProfile()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
+		return 1
+	}
+	defer stopProfile()
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "relay bench e2e:", err)

@@ -60,6 +60,9 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 }
 
 func (s *Server) connState(c net.Conn, st fasthttp.ConnState) {
+	if st == fasthttp.StateIdle {
+		return // after every request: an idle connection was active before
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st == fasthttp.StateNew {

@@ -359,20 +359,27 @@ func (r *CompareResult) summarize(counts []int) {
 		}
 		return medianRun(runs)
 	}
-	ratios := func(get func(*CompareRound) float64) float64 {
+	// ratios is the median of the rounds' ratios, over the rounds that
+	// measured both of its runs (a ratio of 0 from a relay that answered
+	// nothing counts; a run never made does not).
+	ratios := func(get func(*CompareRound) (float64, bool)) (float64, bool) {
 		var xs []float64
 		for _, rd := range r.Rounds {
-			if x := get(rd); x > 0 { // 0: not measured
+			if x, ok := get(rd); ok {
 				xs = append(xs, x)
 			}
 		}
-		return median(xs)
+		return median(xs), len(xs) > 0
 	}
 	r.Ceiling = pick(func(rd *CompareRound) *Result { return rd.Ceiling })
 	r.Relay = pick(func(rd *CompareRound) *Result { return rd.Relay })
 	r.Baseline = pick(func(rd *CompareRound) *Result { return rd.Baseline })
-	r.RelayOverCeiling = ratios(func(rd *CompareRound) float64 { return rd.RelayOverCeiling })
-	r.RelayOverBaseline = ratios(func(rd *CompareRound) float64 { return rd.RelayOverBaseline })
+	r.RelayOverCeiling, _ = ratios(func(rd *CompareRound) (float64, bool) {
+		return rd.RelayOverCeiling, rd.Relay != nil && rd.Ceiling != nil
+	})
+	r.RelayOverBaseline, _ = ratios(func(rd *CompareRound) (float64, bool) {
+		return rd.RelayOverBaseline, rd.Relay != nil && rd.Baseline != nil
+	})
 	if len(counts) == 0 {
 		return
 	}
@@ -386,8 +393,14 @@ func (r *CompareResult) summarize(counts []int) {
 	if len(tc.Runs) == 0 {
 		return
 	}
-	tc.RatioOf = fmt.Sprintf("%d/%d", slices.Max(counts), slices.Min(counts))
-	tc.Ratio = ratios(func(rd *CompareRound) float64 { return rd.TenantCountRatio })
+	lo, hi := strconv.Itoa(slices.Min(counts)), strconv.Itoa(slices.Max(counts))
+	var ok bool
+	tc.Ratio, ok = ratios(func(rd *CompareRound) (float64, bool) {
+		return rd.TenantCountRatio, rd.TenantCounts[lo] != nil && rd.TenantCounts[hi] != nil
+	})
+	if ok {
+		tc.RatioOf = hi + "/" + lo
+	}
 	r.TenantCounts = tc
 }
 

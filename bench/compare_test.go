@@ -189,3 +189,22 @@ func TestBenchCompareRoundsMedians(t *testing.T) {
 	require.Nil(t, medianRun(nil))
 	require.InDelta(t, 2.5, median([]float64{4, 1, 3, 2}), 1e-9)
 }
+
+// Compare with --tenant-counts 10,1000 stopped after the 10-tenant run (the
+// 1000-tenant relay failed to start, or Ctrl-C): no ratio was measured, so
+// none is reported and the table gives no verdict.
+func TestBenchComparePartialTenantCountsNoVerdict(t *testing.T) {
+	mk := func(label string, rps float64) *Result {
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps}
+	}
+	r := &CompareResult{Rounds: []*CompareRound{{
+		Ceiling: mk("ceiling", 100), Relay: mk("relay", 60), Baseline: mk("baseline", 30),
+		RelayOverCeiling: 0.6, RelayOverBaseline: 2,
+		TenantCounts: map[string]*Result{"10": mk("relay 10 tenants", 60)}, // 1000 never measured
+	}}}
+	r.summarize([]int{10, 1000})
+	var b bytes.Buffer
+	require.NoError(t, r.WriteTable(&b))
+	require.NotContains(t, b.String(), "NOT within 10%", "a verdict on a ratio that was never measured")
+	require.Empty(t, r.TenantCounts.RatioOf, "ratio_of set with ratio 0")
+}

@@ -90,3 +90,75 @@ func TestProduceAnswerRacesTimeoutAndCancel(t *testing.T) {
 		assert.True(t, inKafka[v], "answered nil but not in Kafka: %s", v)
 	}
 }
+
+// Reuse after every answer the contract allows (nil, Kafka errors,
+// ErrOverloaded), with Timeout switching between 0, tiny and large, and a
+// small MaxPendingBytes so that ErrOverloaded happens.
+func TestProduceReuseMixedTimeoutsAndOverload(t *testing.T) {
+	b := startBroker(t)
+	transport := &kafka.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	p, err := NewProducer(ProducerConfig{Transport: transport, Addr: kafka.TCP(b.addr()), MaxPendingBytes: 300, MaxInFlight: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		b.c.SleepControl(func() { time.Sleep(time.Duration(rand.IntN(1500)) * time.Microsecond) })
+		return nil, nil, false
+	})
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for w := range 12 {
+		wg.Go(func() {
+			batch := &Batch{}
+			for i := range 200 {
+				value := fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)
+				batch.Records = append(batch.Records[:0], Record{Topic: testEvents, Key: []byte("acme"), Value: []byte(value), Time: time.Now()})
+				switch rand.IntN(3) {
+				case 0:
+					batch.Timeout = 0
+				case 1:
+					batch.Timeout = time.Duration(rand.IntN(2000)) * time.Microsecond
+				default:
+					batch.Timeout = time.Second
+				}
+				var err error
+				done := make(chan error, 1)
+				go func() { done <- p.Produce(context.Background(), batch) }()
+				select {
+				case err = <-done:
+				case <-time.After(10 * time.Second):
+					t.Errorf("Produce never returned")
+					return
+				}
+				mu.Lock()
+				switch {
+				case err == nil:
+					acked[value] = true
+					counts["ok"]++
+				case errors.Is(err, ErrTimeout):
+					counts["timeout"]++
+				case errors.Is(err, ErrOverloaded):
+					counts["overloaded"]++
+				default:
+					counts[err.Error()]++
+				}
+				mu.Unlock()
+				if errors.Is(err, ErrTimeout) {
+					batch = &Batch{}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("answers: %v", counts)
+	inKafka := map[string]bool{}
+	for _, r := range records(t, b.addr(), testEvents, 2) {
+		inKafka[string(r.value)] = true
+	}
+	for v := range acked {
+		assert.True(t, inKafka[v], "answered nil but not in Kafka: %s", v)
+	}
+}

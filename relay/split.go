@@ -110,7 +110,7 @@ func SplitBody(data []byte, b *Body) error {
 
 // scanner is a validating, allocation-free JSON reader over one byte slice.
 // Its methods advance i past what they read and report false on invalid
-// JSON. Strings come back unquoted when they hold no escapes; escaped swarOnes
+// JSON. Strings come back unquoted when they hold no escapes; escaped ones
 // (rare in ids) are decoded into a fresh slice.
 type scanner struct {
 	data []byte

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -45,9 +46,10 @@ type CompareConfig struct {
 	// TenantCounts, when set, measures the relay once more per count
 	// (closed loop), each with a fresh relay knowing that many tenants.
 	TenantCounts []int
-	// Rounds repeats the closed-loop runs (ceiling, relay, baseline and the
-	// tenant counts, in that order, fresh processes each time) so that the
-	// figures are medians of pairs measured back to back (0: 1).
+	// Rounds repeats everything (ceiling, relay, the relay at half that
+	// maximum, baseline and the tenant counts, in that order, fresh
+	// processes each time) so that the figures are medians of runs
+	// measured back to back (0: 1).
 	Rounds int
 	// ReadyTimeout bounds each target's start (0: DefaultReadyTimeout).
 	ReadyTimeout time.Duration
@@ -72,6 +74,7 @@ type TenantCountRuns struct {
 type CompareRound struct {
 	Ceiling           *Result            `json:"ceiling"`
 	Relay             *Result            `json:"relay"`
+	RelayHalfRate     *Result            `json:"relay_half_rate"`
 	Baseline          *Result            `json:"baseline"`
 	RelayOverCeiling  float64            `json:"relay_over_ceiling"`
 	RelayOverBaseline float64            `json:"relay_over_baseline"`
@@ -88,7 +91,8 @@ type ChildInfo struct {
 // CompareResult is the outcome of Compare. Its JSON form is the contract of
 // `relay bench compare --json`. With several rounds, Ceiling, Relay,
 // Baseline and each tenant count's run are the round with the median
-// requests/s, and each ratio is the median of the rounds' ratios (each
+// requests/s, RelayHalfRate the round with the median p99, and each ratio
+// is the median of the rounds' ratios (each
 // round's runs were measured back to back, so a round's ratio is the
 // least disturbed by the machine's drift); Rounds holds every round.
 type CompareResult struct {
@@ -150,9 +154,8 @@ func writeJSONFile(name string, v any) error {
 // ceiling (a bare fasthttp handler), the relay (`relay serve`, embedded
 // broker, delivery off), the relay again in open loop at half its maximum,
 // the baseline (net/http + kafka-go, acks=all, on its own embedded
-// broker), and the relay once per TenantCounts; the closed-loop runs
-// Rounds times, the half-rate run once at the end, at half the relay's
-// median maximum. One target runs at a time,
+// broker), and the relay once per TenantCounts, all of it Rounds times.
+// One target runs at a time,
 // each as a child process; all are stopped and their folders removed
 // before Compare returns, also when ctx is cancelled. On an error it
 // returns what it measured so far with the error.
@@ -272,8 +275,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			return res, err
 		}
 
-		// 2. The relay, closed loop; after the last round, the same relay
-		// in open loop at half its median maximum.
+		// 2. The relay, closed loop, then the same relay in open loop at
+		// half that maximum.
 		t, err = tg.startRelay(ctx, RelayOptions{Tenants: payloads.Tenants(), Secret: secret})
 		if err != nil {
 			return res, err
@@ -281,8 +284,14 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		rd.Relay, err = measure(closed(label("relay", round), t.URL, payloads), t)
 		if err == nil {
 			rd.RelayOverCeiling = ratio(rd.Relay, rd.Ceiling)
-			if round == rounds {
-				err = halfRate(res, t, measure, closed("relay@50%", t.URL, payloads), cfg.Concurrency)
+			if rd.Relay.RequestsPerSec <= 0 {
+				err = errors.New("bench: the relay answered nothing: no half-rate run")
+			} else {
+				half := closed(label("relay@50%", round), t.URL, payloads)
+				half.Concurrency = 0
+				half.Rate = max(rd.Relay.RequestsPerSec/2, 1)
+				half.Connections = cfg.Concurrency
+				rd.RelayHalfRate, err = measure(half, t)
 			}
 		}
 		procs.Stop(t.Child, DefaultStopGrace)
@@ -328,36 +337,20 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 	return res, nil
 }
 
-// halfRate measures the relay t in open loop at half the median of the
-// rounds' closed-loop maxima.
-func halfRate(res *CompareResult, t *Target, measure func(Config, *Target) (*Result, error), c Config, connections int) error {
-	var maxima []float64
-	for _, rd := range res.Rounds {
-		maxima = append(maxima, rd.Relay.RequestsPerSec)
-	}
-	m := median(maxima)
-	if m <= 0 {
-		return errors.New("bench: the relay answered nothing: no half-rate run")
-	}
-	c.Concurrency = 0
-	c.Rate = max(m/2, 1)
-	c.Connections = connections
-	var err error
-	res.RelayHalfRate, err = measure(c, t)
-	return err
-}
-
 // summarize sets the top-level figures from the rounds so far: each
 // target's median run and the median of each ratio.
 func (r *CompareResult) summarize(counts []int) {
-	pick := func(get func(*CompareRound) *Result) *Result {
+	collect := func(get func(*CompareRound) *Result) []*Result {
 		var runs []*Result
 		for _, rd := range r.Rounds {
 			if x := get(rd); x != nil {
 				runs = append(runs, x)
 			}
 		}
-		return medianRun(runs)
+		return runs
+	}
+	pick := func(get func(*CompareRound) *Result) *Result {
+		return medianBy(collect(get), func(x *Result) float64 { return x.RequestsPerSec })
 	}
 	// ratios is the median of the rounds' ratios, over the rounds that
 	// measured both of its runs (a ratio of 0 from a relay that answered
@@ -374,6 +367,8 @@ func (r *CompareResult) summarize(counts []int) {
 	r.Ceiling = pick(func(rd *CompareRound) *Result { return rd.Ceiling })
 	r.Relay = pick(func(rd *CompareRound) *Result { return rd.Relay })
 	r.Baseline = pick(func(rd *CompareRound) *Result { return rd.Baseline })
+	r.RelayHalfRate = medianBy(collect(func(rd *CompareRound) *Result { return rd.RelayHalfRate }),
+		func(x *Result) float64 { return x.Latency.P99 })
 	r.RelayOverCeiling, _ = ratios(func(rd *CompareRound) (float64, bool) {
 		return rd.RelayOverCeiling, rd.Relay != nil && rd.Ceiling != nil
 	})
@@ -418,22 +413,14 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// medianRun returns the run with the median requests/s (the lower middle
-// one for an even count), nil for none.
-func medianRun(runs []*Result) *Result {
+// medianBy returns the run with the median key (the lower middle one for
+// an even count), nil for none.
+func medianBy(runs []*Result, key func(*Result) float64) *Result {
 	if len(runs) == 0 {
 		return nil
 	}
 	s := slices.Clone(runs)
-	slices.SortStableFunc(s, func(a, b *Result) int {
-		switch {
-		case a.RequestsPerSec < b.RequestsPerSec:
-			return -1
-		case a.RequestsPerSec > b.RequestsPerSec:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(s, func(a, b *Result) int { return cmp.Compare(key(a), key(b)) })
 	return s[(len(s)-1)/2]
 }
 
@@ -493,12 +480,18 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		for i, rd := range r.Rounds {
 			xs[i] = fmt.Sprintf("%.3f", get(rd))
 		}
-		return fmt.Sprintf("   (median of rounds: %s)", strings.Join(xs, " "))
+		return fmt.Sprintf("   (the median of rounds: %s)", strings.Join(xs, " "))
 	}
 	fmt.Fprintf(&b, "\nrelay/ceiling   %.3f%s\n", r.RelayOverCeiling, perRound(func(rd *CompareRound) float64 { return rd.RelayOverCeiling }))
 	fmt.Fprintf(&b, "relay/baseline  %.3f%s\n", r.RelayOverBaseline, perRound(func(rd *CompareRound) float64 { return rd.RelayOverBaseline }))
 	if h := r.RelayHalfRate; h != nil {
-		fmt.Fprintf(&b, "relay@50%% (%.0f/s open loop): p99 %.2f ms, p99.9 %.2f ms\n", h.Rate, h.Latency.P99, h.Latency.P999)
+		fmt.Fprintf(&b, "relay@50%% (%.0f/s open loop): p99 %.2f ms, p99.9 %.2f ms%s\n", h.Rate, h.Latency.P99, h.Latency.P999,
+			perRound(func(rd *CompareRound) float64 {
+				if rd.RelayHalfRate == nil {
+					return 0
+				}
+				return rd.RelayHalfRate.Latency.P99
+			}))
 	}
 	if tc := r.TenantCounts; tc != nil && tc.RatioOf != "" {
 		verdict := "within 10%"

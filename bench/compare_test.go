@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -170,7 +171,13 @@ func TestBenchCompareRoundsMedians(t *testing.T) {
 		{Ceiling: mk("ceiling #3", 90), Relay: mk("relay #3", 63), Baseline: mk("baseline #3", 35), RelayOverCeiling: 0.7, RelayOverBaseline: 1.8,
 			TenantCounts: map[string]*Result{"10": mk("relay 10 tenants #3", 63)}}, // interrupted: no 1000
 	}}
+	for i, p99 := range []float64{9, 4, 30} {
+		h := mk(fmt.Sprintf("relay@50%% #%d", i+1), 30)
+		h.Mode, h.Rate, h.Latency.P99 = ModeRate, 30, p99
+		r.Rounds[i].RelayHalfRate = h
+	}
 	r.summarize([]int{10, 1000})
+	require.Equal(t, "relay@50% #1", r.RelayHalfRate.Label, "the median p99")
 	require.Equal(t, "ceiling #3", r.Ceiling.Label)
 	require.Equal(t, "relay #1", r.Relay.Label)
 	require.Equal(t, "baseline #3", r.Baseline.Label)
@@ -183,10 +190,10 @@ func TestBenchCompareRoundsMedians(t *testing.T) {
 
 	var b bytes.Buffer
 	require.NoError(t, r.WriteTable(&b))
-	require.Contains(t, b.String(), "relay/ceiling   0.600   (median of rounds: 0.600 0.500 0.700)")
+	require.Contains(t, b.String(), "relay/ceiling   0.600   (the median of rounds: 0.600 0.500 0.700)")
 
 	require.Zero(t, median(nil))
-	require.Nil(t, medianRun(nil))
+	require.Nil(t, medianBy(nil, func(x *Result) float64 { return x.RequestsPerSec }))
 	require.InDelta(t, 2.5, median([]float64{4, 1, 3, 2}), 1e-9)
 }
 

@@ -313,11 +313,11 @@ target at a time, each a child process of this binary:
 and with --tenant-counts the relay once more per count (a fresh relay
 knowing that many tenants), then the ratio of the largest count's
 throughput to the smallest's (target: within 10%).
-With --rounds N the closed-loop runs are repeated N times (fresh processes,
-same order each round) and the figures are medians: each target's median
-run, and the median of the rounds' ratios; the half-rate run comes last,
-at half the relay's median maximum. This machine's noise is the reason:
-one run against another can differ by 15%.
+With --rounds N all of it is repeated N times (fresh processes, same order
+each round) and the figures are medians: each target's median run by
+requests/s, the relay@50% run with the median p99, and the median of the
+rounds' ratios. Shared machines are the reason: one run of the same
+target against another can differ by 15-30%.
 Children are stopped when the bench ends, also on an error or SIGINT.
 
 flags:

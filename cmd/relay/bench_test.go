@@ -361,7 +361,7 @@ func TestBenchProcesses(t *testing.T) {
 			require.Positive(t, rd["relay_over_ceiling"])
 			require.Len(t, rd["tenant_counts"], 2)
 		}
-		for _, want := range []string{"relay/ceiling", "relay/baseline", "relay@50%", "p99.9", "ceiling #2", "relay 4 tenants #2", "median of rounds"} {
+		for _, want := range []string{"relay/ceiling", "relay/baseline", "relay@50%", "p99.9", "ceiling #2", "relay 4 tenants #2", "relay@50% #2", "median of rounds"} {
 			require.Contains(t, r.stdout, want)
 		}
 		html, err := os.ReadFile(reportFile)

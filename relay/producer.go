@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -300,6 +301,13 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 }
 
+// yieldBelow: a flusher that wakes to fewer queued batches than this
+// yields once before taking them. Measured on 2 cores, 10 tenants: produce
+// requests -20 to -40 %, maximum ingest +4 % (6 of 7 A/B pairs). With a
+// long queue there is no yield: the run queue is long too, and waiting
+// behind it would leave the broker idle.
+const yieldBelow = 8
+
 // flushLoop is one flusher: take what is queued, send it, acknowledge it.
 func (p *Producer) flushLoop() {
 	defer p.wg.Done()
@@ -312,6 +320,17 @@ func (p *Producer) flushLoop() {
 		if len(p.queue) == 0 {
 			p.mu.Unlock()
 			return
+		}
+		if !p.closed && len(p.queue) < yieldBelow {
+			// Let the goroutines that are runnable right now (requests
+			// being read and checked) queue their batches before this
+			// one is cut: fewer, larger produce requests at moderate
+			// load, for the cost of a yield, not a timer. (The other
+			// flusher may take the queue meanwhile: then there is
+			// nothing to send.)
+			p.mu.Unlock()
+			runtime.Gosched()
+			p.mu.Lock()
 		}
 		f.take(p)
 		p.mu.Unlock()

@@ -260,24 +260,30 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		tenantPayloads = append(tenantPayloads, p)
 	}
 
+	// closedRun starts a target, measures it in closed loop and stops it.
+	closedRun := func(name string, p *Payloads, start func() (*Target, error)) (*Result, error) {
+		t, err := start()
+		if err != nil {
+			return nil, err
+		}
+		defer procs.Stop(t.Child, DefaultStopGrace)
+		return measure(closed(name, t.URL, p), t)
+	}
+
 	for round := 1; round <= rounds; round++ {
 		rd := &CompareRound{}
 		res.Rounds = append(res.Rounds, rd)
+		var err error
 
 		// 1. The ceiling.
-		t, err := tg.startCeiling(ctx)
-		if err != nil {
-			return res, err
-		}
-		rd.Ceiling, err = measure(closed(label("ceiling", round), t.URL, payloads), t)
-		procs.Stop(t.Child, DefaultStopGrace)
+		rd.Ceiling, err = closedRun(label("ceiling", round), payloads, func() (*Target, error) { return tg.startCeiling(ctx) })
 		if err != nil {
 			return res, err
 		}
 
 		// 2. The relay, closed loop, then the same relay in open loop at
 		// half that maximum.
-		t, err = tg.startRelay(ctx, RelayOptions{Tenants: payloads.Tenants(), Secret: secret})
+		t, err := tg.startRelay(ctx, RelayOptions{Tenants: payloads.Tenants(), Secret: secret})
 		if err != nil {
 			return res, err
 		}
@@ -300,12 +306,9 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		}
 
 		// 3. The baseline.
-		t, err = tg.startBaseline(ctx, secret, cfg.Tenants)
-		if err != nil {
-			return res, err
-		}
-		rd.Baseline, err = measure(closed(label("baseline", round), t.URL, payloads), t)
-		procs.Stop(t.Child, DefaultStopGrace)
+		rd.Baseline, err = closedRun(label("baseline", round), payloads, func() (*Target, error) {
+			return tg.startBaseline(ctx, secret, cfg.Tenants)
+		})
 		if err != nil {
 			return res, err
 		}
@@ -316,14 +319,10 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			if rd.TenantCounts == nil {
 				rd.TenantCounts = map[string]*Result{}
 			}
-			name := fmt.Sprintf("relay-%d-tenants", n)
 			p := tenantPayloads[i]
-			t, err := tg.startRelay(ctx, RelayOptions{Name: name, Tenants: p.Tenants(), Secret: secret})
-			if err != nil {
-				return res, err
-			}
-			r, err := measure(closed(label(fmt.Sprintf("relay %d tenants", n), round), t.URL, p), t)
-			procs.Stop(t.Child, DefaultStopGrace)
+			r, err := closedRun(label(fmt.Sprintf("relay %d tenants", n), round), p, func() (*Target, error) {
+				return tg.startRelay(ctx, RelayOptions{Name: fmt.Sprintf("relay-%d-tenants", n), Tenants: p.Tenants(), Secret: secret})
+			})
 			if err != nil {
 				return res, err
 			}

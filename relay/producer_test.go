@@ -22,24 +22,10 @@ import (
 // in Kafka, nothing is answered twice or to the wrong call (every Produce
 // returns), and a reused batch's stale timer never answers its next call.
 func TestProduceAnswerRacesTimeoutAndCancel(t *testing.T) {
-	b := startBroker(t)
-	transport := &kafka.Transport{}
-	t.Cleanup(transport.CloseIdleConnections)
-	p, err := NewProducer(ProducerConfig{Transport: transport, Addr: kafka.TCP(b.addr())})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
-
-	// The broker answers each produce request after 0–2 ms.
-	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		b.c.KeepControl()
-		b.c.SleepControl(func() { time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) })
-		return nil, nil, false
-	})
+	b, p := slowBrokerProducer(t, ProducerConfig{}, 2*time.Millisecond)
 
 	const workers, calls = 8, 150
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	counts := map[string]int{}
+	ans := newAnswers()
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
@@ -56,19 +42,7 @@ func TestProduceAnswerRacesTimeoutAndCancel(t *testing.T) {
 				}
 				err := p.Produce(ctx, batch)
 				cancel()
-				mu.Lock()
-				switch {
-				case err == nil:
-					acked[value] = true
-					counts["ok"]++
-				case errors.Is(err, ErrTimeout):
-					counts["timeout"]++
-				case errors.Is(err, context.DeadlineExceeded):
-					counts["cancelled"]++
-				default:
-					counts[err.Error()]++
-				}
-				mu.Unlock()
+				ans.record(value, err)
 				if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 					batch = &Batch{} // the producer may still read it
 				}
@@ -76,39 +50,22 @@ func TestProduceAnswerRacesTimeoutAndCancel(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	counts := ans.counts
 	t.Logf("answers: %v", counts)
 	assert.Equal(t, workers*calls, counts["ok"]+counts["timeout"]+counts["cancelled"], "only these answers: %v", counts)
 	assert.Positive(t, counts["ok"])
 	assert.Positive(t, counts["timeout"])
 	assert.Positive(t, counts["cancelled"])
 
-	inKafka := map[string]bool{}
-	for _, r := range records(t, b.addr(), testEvents, 2) {
-		inKafka[string(r.value)] = true
-	}
-	for v := range acked {
-		assert.True(t, inKafka[v], "answered nil but not in Kafka: %s", v)
-	}
+	requireInKafka(t, b, ans.acked)
 }
 
 // Reuse after every answer the contract allows (nil, Kafka errors,
 // ErrOverloaded), with Timeout switching between 0, tiny and large, and a
 // small MaxPendingBytes so that ErrOverloaded happens.
 func TestProduceReuseMixedTimeoutsAndOverload(t *testing.T) {
-	b := startBroker(t)
-	transport := &kafka.Transport{}
-	t.Cleanup(transport.CloseIdleConnections)
-	p, err := NewProducer(ProducerConfig{Transport: transport, Addr: kafka.TCP(b.addr()), MaxPendingBytes: 300, MaxInFlight: 1})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
-	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		b.c.KeepControl()
-		b.c.SleepControl(func() { time.Sleep(time.Duration(rand.IntN(1500)) * time.Microsecond) })
-		return nil, nil, false
-	})
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	counts := map[string]int{}
+	b, p := slowBrokerProducer(t, ProducerConfig{MaxPendingBytes: 300, MaxInFlight: 1}, 1500*time.Microsecond)
+	ans := newAnswers()
 	var wg sync.WaitGroup
 	for w := range 12 {
 		wg.Go(func() {
@@ -133,19 +90,7 @@ func TestProduceReuseMixedTimeoutsAndOverload(t *testing.T) {
 					t.Errorf("Produce never returned")
 					return
 				}
-				mu.Lock()
-				switch {
-				case err == nil:
-					acked[value] = true
-					counts["ok"]++
-				case errors.Is(err, ErrTimeout):
-					counts["timeout"]++
-				case errors.Is(err, ErrOverloaded):
-					counts["overloaded"]++
-				default:
-					counts[err.Error()]++
-				}
-				mu.Unlock()
+				ans.record(value, err)
 				if errors.Is(err, ErrTimeout) {
 					batch = &Batch{}
 				}
@@ -153,12 +98,68 @@ func TestProduceReuseMixedTimeoutsAndOverload(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("answers: %v", counts)
+	t.Logf("answers: %v", ans.counts)
+	requireInKafka(t, b, ans.acked)
+}
+
+// slowBrokerProducer returns a broker that answers each produce request
+// after a random delay up to maxDelay, and a producer (cfg plus transport
+// and address) writing to it.
+func slowBrokerProducer(t *testing.T, cfg ProducerConfig, maxDelay time.Duration) (*broker, *Producer) {
+	t.Helper()
+	b := startBroker(t)
+	transport := &kafka.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	cfg.Transport, cfg.Addr = transport, kafka.TCP(b.addr())
+	p, err := NewProducer(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		b.c.SleepControl(func() { time.Sleep(rand.N(maxDelay)) })
+		return nil, nil, false
+	})
+	return b, p
+}
+
+// requireInKafka checks that every value answered nil is in the events
+// topic.
+func requireInKafka(t *testing.T, b *broker, acked map[string]bool) {
+	t.Helper()
 	inKafka := map[string]bool{}
 	for _, r := range records(t, b.addr(), testEvents, 2) {
 		inKafka[string(r.value)] = true
 	}
 	for v := range acked {
 		assert.True(t, inKafka[v], "answered nil but not in Kafka: %s", v)
+	}
+}
+
+// answers tallies Produce's answers by kind, and the values answered nil.
+type answers struct {
+	mu     sync.Mutex
+	acked  map[string]bool
+	counts map[string]int
+}
+
+func newAnswers() *answers {
+	return &answers{acked: map[string]bool{}, counts: map[string]int{}}
+}
+
+func (a *answers) record(value string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case err == nil:
+		a.acked[value] = true
+		a.counts["ok"]++
+	case errors.Is(err, ErrTimeout):
+		a.counts["timeout"]++
+	case errors.Is(err, context.DeadlineExceeded):
+		a.counts["cancelled"]++
+	case errors.Is(err, ErrOverloaded):
+		a.counts["overloaded"]++
+	default:
+		a.counts[err.Error()]++
 	}
 }

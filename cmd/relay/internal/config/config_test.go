@@ -110,7 +110,7 @@ func TestLoadErrors(t *testing.T) {
 func TestValidateNamesEveryField(t *testing.T) {
 	dir := t.TempDir()
 	path := write(t, dir, "relay.yaml", `
-ingress: {listen: "nope", path: "webhooks", max_body_bytes: 10, tls: {cert_file: x.pem}}
+ingress: {listen: "nope", path: "webhooks", max_body_bytes: 10, tls: {cert_file: x.pem}, dedupe_size: 100000000}
 admin: {listen: ":"}
 kafka: {brokers: ["k1"], produce_timeout: -1s, topics: {dlq: relay.events}}
 delivery: {client_cert_file: c.pem, retry_initial: 1h, retry_max: 1m}
@@ -124,7 +124,7 @@ log: {level: loud, format: xml}
 	}
 	all := strings.Join(lines, "\n")
 	for _, field := range []string{
-		"ingress.listen", "ingress.path", "ingress.max_body_bytes", "ingress.tls", "admin.listen",
+		"ingress.listen", "ingress.path", "ingress.max_body_bytes", "ingress.tls", "ingress.dedupe_size: at most 67108864", "admin.listen",
 		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
 		"delivery: set both", "delivery.retry_initial", "log.level", "log.format",
 	} {

@@ -506,6 +506,9 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		fmt.Fprintf(&b, "relay tenants %s: throughput ratio %.3f (target ≥ %.2f: %s)%s\n", tc.RatioOf, tc.Ratio, TenantCountTarget, verdict,
 			perRound(func(rd *CompareRound) float64 { return rd.TenantCountRatio }))
 	}
+	if len(r.Rounds) == 1 {
+		fmt.Fprintln(&b, "(one round: on a shared machine the same target can measure 15-30 % apart from one minute to the next; --rounds 3 repeats every run and reports medians)")
+	}
 	for _, run := range runs {
 		if run.Errors > 0 {
 			fmt.Fprintf(&b, "warning: %s: %d of %d requests failed or were not 2xx (status %s); its req/s counts them\n",

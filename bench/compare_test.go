@@ -145,11 +145,12 @@ func TestBenchCompareTable(t *testing.T) {
 		TenantCounts: &TenantCountRuns{Runs: map[string]*Result{"1000": mk("relay 1000 tenants", 950), "10": mk("relay 10 tenants", 1000)}, Ratio: 0.95, RatioOf: "1000/10"},
 		CPU:          map[string]*CPUShare{"relay": {Generator: 0.5, Target: 1.2}},
 	}
+	r.Rounds = []*CompareRound{{Ceiling: r.Ceiling, Relay: r.Relay, Baseline: r.Baseline}}
 	var b bytes.Buffer
 	require.NoError(t, r.WriteTable(&b))
 	out := b.String()
 	t.Log("\n" + out)
-	for _, want := range []string{"ceiling", "baseline", "relay@50%", "500/s", "relay 10 tenants", "relay/ceiling   0.250", "relay/baseline  4.000", "ratio 0.950", "within 10%", "1.20", "1200.0"} {
+	for _, want := range []string{"ceiling", "baseline", "relay@50%", "500/s", "relay 10 tenants", "relay/ceiling   0.250", "relay/baseline  4.000", "ratio 0.950", "within 10%", "1.20", "1200.0", "--rounds 3 repeats"} {
 		require.Contains(t, out, want)
 	}
 	require.Less(t, strings.Index(out, "relay 10 tenants"), strings.Index(out, "relay 1000 tenants"), "counts in numeric order")

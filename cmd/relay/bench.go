@@ -112,6 +112,7 @@ type benchFlags struct {
 	mix                       mixFlag
 	jsonFile, reportFile      string
 	cpuProfile                string
+	profileFile               *os.File // open while the --cpuprofile profile runs
 }
 
 func newBenchFlags(name, usage string, stderr io.Writer, defaultTenants int) *benchFlags {
@@ -131,21 +132,30 @@ func newBenchFlags(name, usage string, stderr io.Writer, defaultTenants int) *be
 	return f
 }
 
-// startCPUProfile starts the --cpuprofile profile, if asked for; stop
-// writes it out.
-func (f *benchFlags) startCPUProfile() (stop func(), err error) {
+// startCPUProfile starts the --cpuprofile profile, if asked for.
+func (f *benchFlags) startCPUProfile() error {
 	if f.cpuProfile == "" {
-		return func() {}, nil
+		return nil
 	}
 	file, err := os.Create(f.cpuProfile)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := pprof.StartCPUProfile(file); err != nil {
 		file.Close()
-		return nil, err
+		return err
 	}
-	return func() { pprof.StopCPUProfile(); file.Close() }, nil
+	f.profileFile = file
+	return nil
+}
+
+// stopCPUProfile writes out the profile startCPUProfile started, if any.
+func (f *benchFlags) stopCPUProfile() {
+	if f.profileFile != nil {
+		pprof.StopCPUProfile()
+		f.profileFile.Close()
+		f.profileFile = nil
+	}
 }
 
 // loadFlags adds --rate, --concurrency and --connections.
@@ -155,7 +165,8 @@ func (f *benchFlags) loadFlags() {
 	f.fs.IntVar(&f.connections, "connections", 0, fmt.Sprintf("open loop: connections, the most requests in flight (default %d)", bench.DefaultConnections))
 }
 
-// parse parses args; code is -1 to go on, else the exit code.
+// parse parses args and starts the --cpuprofile profile (the caller defers
+// stopCPUProfile); code is -1 to go on, else the exit code.
 func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -187,6 +198,10 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 	}
 	if f.rate == 0 && f.concurrency == 0 {
 		f.concurrency = bench.DefaultConnections
+	}
+	if err := f.startCPUProfile(); err != nil {
+		fmt.Fprintf(stderr, "%s: --cpuprofile: %v\n", f.fs.Name(), err)
+		return 1
 	}
 	return -1
 }
@@ -235,12 +250,7 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
-	stopProfile, err := f.startCPUProfile()
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
-		return 1
-	}
-	defer stopProfile()
+	defer f.stopCPUProfile()
 	var tlsCfg *tls.Config
 	if *caFile != "" {
 		c, err := tlsconf.NewClient("", "")
@@ -329,16 +339,11 @@ func runBenchCompare(args []string, stdout, stderr io.Writer) int {
 	var counts intsFlag
 	f.fs.Var(&counts, "tenant-counts", "also measure the relay with each of these tenant counts, e.g. 10,1000")
 	readyTimeout := f.fs.Duration("ready-timeout", bench.DefaultReadyTimeout, "how long a target may take to start")
-	rounds := f.fs.Int("rounds", 1, "repeat the closed-loop runs this many times and report medians")
+	rounds := f.fs.Int("rounds", 1, "repeat every run this many times and report medians (1-20)")
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
-	stopProfile, err := f.startCPUProfile()
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
-		return 1
-	}
-	defer stopProfile()
+	defer f.stopCPUProfile()
 	if *rounds < 1 || *rounds > 20 {
 		fmt.Fprintln(stderr, "relay bench compare: --rounds must be between 1 and 20")
 		return 2
@@ -407,12 +412,7 @@ func runBenchE2E(args []string, stdout, stderr io.Writer) int {
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
-	stopProfile, err := f.startCPUProfile()
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", f.fs.Name(), err)
-		return 1
-	}
-	defer stopProfile()
+	defer f.stopCPUProfile()
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "relay bench e2e:", err)

@@ -93,9 +93,10 @@ func TestBenchIngestCeiling(t *testing.T) {
 			url, bodies := benchServeCeilingRecording(t)
 			dir := t.TempDir()
 			jsonFile, reportFile := filepath.Join(dir, "ingest.json"), filepath.Join(dir, "ingest.html")
+			profFile := filepath.Join(dir, "gen.prof")
 			args := append([]string{"bench", "ingest", "--url", url, "--secret", "s3cret", "--duration", "1200ms", "--warmup", "200ms",
 				"--tenants", "3", "--mix", "instagram_dm", "--mix", "messenger_message,page_feed_comment",
-				"--size", "512", "--json", jsonFile, "--report", reportFile}, load...)
+				"--size", "512", "--json", jsonFile, "--report", reportFile, "--cpuprofile", profFile}, load...)
 			var stdout, stderr bytes.Buffer
 			require.Equal(t, 0, run(args, &stdout, &stderr), "stderr: %s", stderr.String())
 
@@ -107,6 +108,10 @@ func TestBenchIngestCeiling(t *testing.T) {
 			require.Contains(t, stdout.String(), "p99.9")
 			require.Contains(t, stdout.String(), "200: ")
 			require.Contains(t, stderr.String(), "req/s", "live progress on stderr")
+			prof, err := os.ReadFile(profFile)
+			require.NoError(t, err)
+			require.Greater(t, len(prof), 2)
+			require.Equal(t, []byte{0x1f, 0x8b}, prof[:2], "a pprof profile is gzipped protobuf")
 			html, err := os.ReadFile(reportFile)
 			require.NoError(t, err)
 			require.Contains(t, string(html), "<svg")
@@ -185,6 +190,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--mix", "no_such_template"},
 		{"bench", "compare", "--tenant-counts", "10,x"},
 		{"bench", "compare", "--rounds", "0"},
+		{"bench", "compare", "--rounds", "21"},
 		{"bench", "e2e", "--duration", "0s"},
 		{"bench", "tenants", "--count", "3"},
 		{"bench", "tenants", "--count", "3", "--out", "-", "--instance-url-base", "http://x"},
@@ -192,6 +198,10 @@ func TestBenchUsageErrors(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		require.Equal(t, 2, run(args, &stdout, &stderr), "%v: %s", args, stderr.String())
 	}
+	// An unwritable --cpuprofile fails before any load is sent.
+	var pout, perr bytes.Buffer
+	require.Equal(t, 1, run([]string{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "x.prof")}, &pout, &perr))
+	require.Contains(t, perr.String(), "--cpuprofile")
 	var stdout, stderr bytes.Buffer
 	require.Equal(t, 0, run([]string{"bench", "-h"}, &stdout, &stderr))
 	require.Contains(t, stdout.String(), "compare")

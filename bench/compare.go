@@ -216,7 +216,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			Timeout: cfg.Timeout, Payloads: p, AppSecret: secret, Progress: cfg.Progress, Label: label,
 		}
 	}
-	run := func(c Config, target *Target) (*Result, error) {
+	// measure runs the generator against target and keeps the result.
+	measure := func(c Config, target *Target) (*Result, error) {
 		load := fmt.Sprintf("closed loop, %d connections", c.Concurrency)
 		if c.Rate > 0 {
 			load = fmt.Sprintf("open loop at %.0f/s, %d connections", c.Rate, c.Connections)
@@ -230,6 +231,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		if err != nil {
 			return nil, err
 		}
+		res.all = append(res.all, r)
 		if target.Exited() {
 			return r, target.exitError()
 		}
@@ -243,13 +245,6 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			return name
 		}
 		return fmt.Sprintf("%s #%d", name, round)
-	}
-	measure := func(c Config, t *Target) (*Result, error) {
-		r, err := run(c, t)
-		if r != nil {
-			res.all = append(res.all, r)
-		}
-		return r, err
 	}
 	var tenantPayloads []*Payloads
 	for _, n := range cfg.TenantCounts {

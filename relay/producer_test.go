@@ -163,3 +163,111 @@ func (a *answers) record(value string, err error) {
 		a.counts[err.Error()]++
 	}
 }
+
+// flushIntervalProducer returns a producer with one flusher and the given
+// FlushInterval and MaxRequestBytes, its broker, and a count of the
+// produce requests the broker received.
+func flushIntervalProducer(t *testing.T, interval time.Duration, maxRequestBytes int) (*broker, *Producer, func() int) {
+	t.Helper()
+	b := startBroker(t)
+	var mu sync.Mutex
+	requests := 0
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		return nil, nil, false
+	})
+	transport := &kafka.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	p, err := NewProducer(ProducerConfig{
+		Transport: transport, Addr: kafka.TCP(b.addr()),
+		MaxInFlight: 1, FlushInterval: interval, MaxRequestBytes: maxRequestBytes,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	return b, p, func() int { mu.Lock(); defer mu.Unlock(); return requests }
+}
+
+// produceOne writes one record with value v and returns Produce's answer.
+func produceOne(p *Producer, v string) error {
+	return p.Produce(context.Background(), &Batch{Records: []Record{
+		{Topic: testEvents, Key: []byte("acme"), Value: []byte(v), Time: time.Now()},
+	}})
+}
+
+// produceQueued starts Produce for each value and waits until all of them
+// are queued; the returned channel gets their answers.
+func produceQueued(t *testing.T, p *Producer, values []string) <-chan error {
+	t.Helper()
+	answers := make(chan error, len(values))
+	for _, v := range values {
+		go func() { answers <- produceOne(p, v) }()
+	}
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue) == len(values)
+	}, 10*time.Second, time.Millisecond, "the batches never queued up together")
+	return answers
+}
+
+// After a request, the flusher waits FlushInterval before the next one, so
+// records arriving meanwhile share it; the first record after idleness is
+// sent at once.
+func TestFlushIntervalGathersRecordsIntoOneRequest(t *testing.T) {
+	const interval = 1500 * time.Millisecond
+	b, p, requests := flushIntervalProducer(t, interval, 0)
+
+	start := time.Now()
+	require.NoError(t, produceOne(p, "first"))
+	require.Equal(t, 1, requests())
+
+	values := []string{"a", "b", "c", "d", "e"}
+	answers := produceQueued(t, p, values)
+	require.Equal(t, 1, requests(), "a request went out within the interval")
+	for range values {
+		require.NoError(t, <-answers)
+	}
+	require.Equal(t, 2, requests(), "the five records went out in one request")
+	require.GreaterOrEqual(t, time.Since(start), interval)
+	requireInKafka(t, b, map[string]bool{"first": true, "a": true, "b": true, "c": true, "d": true, "e": true})
+}
+
+// A request that could not take everything queued (MaxRequestBytes) is
+// followed by the next one at once: the interval paces a flusher, it never
+// holds back a backlog.
+func TestFlushIntervalDoesNotHoldBackABacklog(t *testing.T) {
+	const interval = 1500 * time.Millisecond
+	b, p, requests := flushIntervalProducer(t, interval, 1) // one batch per request
+
+	start := time.Now()
+	require.NoError(t, produceOne(p, "first"))
+	values := []string{"a", "b", "c"}
+	answers := produceQueued(t, p, values)
+	for range values {
+		require.NoError(t, <-answers)
+	}
+	require.Equal(t, 4, requests())
+	// Paced one by one, "c" would wait three intervals.
+	require.Less(t, time.Since(start), 2*interval, "the backlog was paced, not drained")
+	requireInKafka(t, b, map[string]bool{"first": true, "a": true, "b": true, "c": true})
+}
+
+// A flusher pausing between requests neither delays the first record
+// after idleness nor Close.
+func TestFlushIntervalNeverDelaysAnIdleFlusherOrClose(t *testing.T) {
+	_, p, _ := flushIntervalProducer(t, time.Hour, 0)
+	answered := make(chan error, 1)
+	go func() { answered <- produceOne(p, "first") }()
+	select {
+	case err := <-answered:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first record waited for the interval")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, p.Close(ctx), "Close waited for the paused flusher")
+}

@@ -176,6 +176,7 @@ func (s *server) setup(ctx context.Context) error {
 		Transport:       s.transport,
 		Addr:            kafka.TCP(cfg.BrokerAddrs()...),
 		MaxInFlight:     cfg.Kafka.MaxInFlight,
+		FlushInterval:   cfg.Kafka.FlushInterval,
 		MaxBatchBytes:   cfg.Kafka.MaxBatchBytes,
 		MaxPendingBytes: cfg.Kafka.MaxPendingBytes,
 		AckTimeout:      cfg.Kafka.ProduceTimeout,

@@ -79,11 +79,12 @@ type ProducerConfig struct {
 	// they are all busy, new records wait and go out together in the next
 	// request: group commit.
 	MaxInFlight int
-	// FlushInterval is the least time between the starts of two produce
-	// requests of one flusher (there are MaxInFlight flushers); records
-	// that arrive meanwhile go out together in the next request. A record
-	// that finds a flusher idle for longer is sent at once. Zero: no
-	// interval, a flusher sends as soon as it is free. A broker's cost is
+	// FlushInterval is the least time between the starts of two flushes of
+	// one flusher (there are MaxInFlight flushers; a flush is one produce
+	// request per leader broker); records that arrive meanwhile go out
+	// together in the next flush. A record that finds a flusher idle for
+	// longer is sent at once. Zero or negative: no interval, a flusher
+	// sends as soon as it is free. A broker's cost is
 	// mostly per request and per partition batch, so fewer, larger
 	// requests cost less per record (docs/DESIGN.md, "Group commit").
 	FlushInterval time.Duration
@@ -108,6 +109,7 @@ func (c *ProducerConfig) setDefaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 2
 	}
+	c.FlushInterval = max(c.FlushInterval, 0)
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 1 << 20
 	}
@@ -314,17 +316,29 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 }
 
+// pauseFor is how long a flusher whose last flush began at started waits
+// before the next.
+func (p *Producer) pauseFor(started time.Time) time.Duration {
+	if started.IsZero() { // time.Since would be huge, and the difference overflow
+		return 0
+	}
+	return p.cfg.FlushInterval - time.Since(started)
+}
+
 // flushLoop is one flusher: take what is queued, send it, acknowledge it;
 // then pause until FlushInterval has passed since the send began.
 func (p *Producer) flushLoop() {
 	defer p.wg.Done()
 	var (
-		f       flush
-		started time.Time // when the last request that was not full began
+		f flush
+		// started is when this flusher's last flush began, or zero when
+		// there is nothing to pause for: no flush yet, a full one (more
+		// is waiting), or one that sent nothing.
+		started time.Time
 		pause   *time.Timer
 	)
 	for {
-		if wait := p.cfg.FlushInterval - time.Since(started); wait > 0 {
+		if wait := p.pauseFor(started); wait > 0 {
 			if pause == nil {
 				pause = time.NewTimer(wait)
 			} else {
@@ -344,10 +358,9 @@ func (p *Producer) flushLoop() {
 			return
 		}
 		f.take(p)
-		if len(p.queue) == 0 {
+		started = time.Time{}
+		if len(p.queue) == 0 && len(f.batches) > 0 {
 			started = time.Now()
-		} else {
-			started = time.Time{} // the request is full: more is waiting
 		}
 		p.mu.Unlock()
 		if len(f.batches) > 0 {

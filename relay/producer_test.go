@@ -201,6 +201,7 @@ func produceOne(p *Producer, v string) error {
 // are queued; the returned channel gets their answers.
 func produceQueued(t *testing.T, p *Producer, values []string) <-chan error {
 	t.Helper()
+	start := time.Now()
 	answers := make(chan error, len(values))
 	for _, v := range values {
 		go func() { answers <- produceOne(p, v) }()
@@ -209,8 +210,22 @@ func produceQueued(t *testing.T, p *Producer, values []string) <-chan error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return len(p.queue) == len(values)
-	}, 10*time.Second, time.Millisecond, "the batches never queued up together")
+	}, 10*time.Second, time.Millisecond,
+		"the batches never queued up together (if this took longer than the flush interval, %v, the machine was too slow for the test)", time.Since(start))
 	return answers
+}
+
+// awaitAnswers returns the next n answers, failing past a deadline.
+func awaitAnswers(t *testing.T, answers <-chan error, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case err := <-answers:
+			require.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("Produce never returned")
+		}
+	}
 }
 
 // After a request, the flusher waits FlushInterval before the next one, so
@@ -227,9 +242,7 @@ func TestFlushIntervalGathersRecordsIntoOneRequest(t *testing.T) {
 	values := []string{"a", "b", "c", "d", "e"}
 	answers := produceQueued(t, p, values)
 	require.Equal(t, 1, requests(), "a request went out within the interval")
-	for range values {
-		require.NoError(t, <-answers)
-	}
+	awaitAnswers(t, answers, len(values))
 	require.Equal(t, 2, requests(), "the five records went out in one request")
 	require.GreaterOrEqual(t, time.Since(start), interval)
 	requireInKafka(t, b, map[string]bool{"first": true, "a": true, "b": true, "c": true, "d": true, "e": true})
@@ -246,9 +259,7 @@ func TestFlushIntervalDoesNotHoldBackABacklog(t *testing.T) {
 	require.NoError(t, produceOne(p, "first"))
 	values := []string{"a", "b", "c"}
 	answers := produceQueued(t, p, values)
-	for range values {
-		require.NoError(t, <-answers)
-	}
+	awaitAnswers(t, answers, len(values))
 	require.Equal(t, 4, requests())
 	// Paced one by one, "c" would wait three intervals.
 	require.Less(t, time.Since(start), 2*interval, "the backlog was paced, not drained")
@@ -270,4 +281,55 @@ func TestFlushIntervalNeverDelaysAnIdleFlusherOrClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, p.Close(ctx), "Close waited for the paused flusher")
+}
+
+// A flush that sent nothing (every batch it took had been given up on) is
+// no reason to pause: the next record goes at once.
+func TestFlushIntervalNoPauseAfterAnEmptyFlush(t *testing.T) {
+	const interval = 1500 * time.Millisecond
+	_, p, requests := flushIntervalProducer(t, interval, 0)
+	require.NoError(t, produceOne(p, "first")) // then the flusher pauses
+
+	// Queue a batch during the pause and give up on it.
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		gaveUp <- p.Produce(ctx, &Batch{Records: []Record{
+			{Topic: testEvents, Key: []byte("acme"), Value: []byte("abandoned"), Time: time.Now()},
+		}})
+	}()
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue) == 1
+	}, 10*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-gaveUp, context.Canceled)
+
+	// The pause ends, the flusher takes the abandoned batch and sends
+	// nothing.
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue) == 0
+	}, 10*time.Second, time.Millisecond)
+	require.Equal(t, 1, requests())
+
+	sent := time.Now()
+	require.NoError(t, produceOne(p, "second"))
+	require.Less(t, time.Since(sent), interval/2, "the empty flush was followed by a pause")
+	require.Equal(t, 2, requests())
+}
+
+// A negative interval means none (it must not overflow into an endless
+// pause).
+func TestFlushIntervalNegativeMeansNone(t *testing.T) {
+	_, p, requests := flushIntervalProducer(t, -time.Millisecond, 0)
+	for _, v := range []string{"a", "b", "c"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := p.Produce(ctx, &Batch{Records: []Record{{Topic: testEvents, Key: []byte("acme"), Value: []byte(v), Time: time.Now()}}})
+		cancel()
+		require.NoError(t, err)
+	}
+	require.Equal(t, 3, requests())
 }

@@ -223,10 +223,10 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			load = fmt.Sprintf("open loop at %.0f/s, %d connections", c.Rate, c.Connections)
 		}
 		fmt.Fprintf(progress, "== %s: %s, %s after %s warmup\n", c.Label, load, c.Duration, c.Warmup)
-		w := startCPUWindow(target.PID(), c.Warmup, c.Duration)
+		c.TargetPID = target.PID()
 		r, err := Run(ctx, c)
-		if s := w.share(); s != nil && err == nil {
-			res.CPU[c.Label] = s
+		if err == nil && r.CPU != nil {
+			res.CPU[c.Label] = r.CPU
 		}
 		if err != nil {
 			return nil, err
@@ -458,8 +458,8 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		gen, tgt, other, perReq := "–", "–", "–", "–"
 		if s := r.CPU[run.Label]; s != nil {
 			gen, tgt, other = fmt.Sprintf("%.2f", s.Generator), fmt.Sprintf("%.2f", s.Target), fmt.Sprintf("%.2f", s.Other)
-			if run.RequestsPerSec > 0 {
-				perReq = fmt.Sprintf("%.1f", s.Target*1e6/run.RequestsPerSec)
+			if _, t := s.PerRequest(run.RequestsPerSec); t > 0 {
+				perReq = fmt.Sprintf("%.1f", t)
 			}
 		}
 		fmt.Fprintf(&t, "%-*s %9s %9.0f %8.2f %8.2f %9.2f %8.2f %7d %8s %10s %9s %11s\n", width, run.Label, load, run.RequestsPerSec,

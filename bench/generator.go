@@ -69,6 +69,10 @@ type Config struct {
 	Progress io.Writer
 	// Label names the run in reports.
 	Label string
+	// TargetPID, when set, is the target's process: the CPU it uses in the
+	// measured window is reported next to the generator's (Result.CPU;
+	// Linux only).
+	TargetPID int
 
 	// OnResponse, when set, is called for every request that was sent,
 	// warmup ones included, by the goroutine that sent it, once it was
@@ -185,6 +189,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	_, _ = rand.Read(b[:]) // never fails
 	g.seqBase = binary.LittleEndian.Uint64(b[:]) % 1_000_000_000_000
 
+	cpu := startCPUWindow(cfg.TargetPID, cfg.Warmup, cfg.Duration)
 	g.t0 = time.Now()
 	g.ws = g.t0.Add(cfg.Warmup)
 	g.we = g.ws.Add(cfg.Duration)
@@ -219,6 +224,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	conns.closeAll()
 
 	res := g.rec.Result(end)
+	if ctx.Err() == nil {
+		res.CPU = cpu.share()
+	} else {
+		cpu.stop()
+	}
 	res.Label = cfg.Label
 	res.URL = cfg.URL
 	res.Connections = cfg.Connections

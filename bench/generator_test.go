@@ -157,6 +157,9 @@ func TestGeneratorClosedLoop(t *testing.T) {
 	require.Zero(t, res.Errors)
 	require.LessOrEqual(t, res.Connects, int64(4))
 	require.Len(t, res.Series, 1)
+	require.NotNil(t, res.CPU, "the generator's CPU is measured")
+	require.Positive(t, res.CPU.Generator)
+	require.Zero(t, res.CPU.Target, "no TargetPID")
 }
 
 // Transport errors count as "error".

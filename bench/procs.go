@@ -411,15 +411,20 @@ func (w *cpuWindow) sample(end bool) {
 	}
 }
 
+// stop cancels the samples not yet taken.
+func (w *cpuWindow) stop() {
+	for _, t := range w.timers {
+		t.Stop()
+	}
+}
+
 // share returns the CPU used in the window, or nil when it could not be
 // measured (not Linux, run cut short). It waits briefly for the end sample.
 func (w *cpuWindow) share() *CPUShare {
 	select {
 	case <-w.sampledEnd:
 	case <-time.After(500 * time.Millisecond):
-		for _, t := range w.timers {
-			t.Stop()
-		}
+		w.stop()
 		return nil
 	}
 	w.mu.Lock()
@@ -434,4 +439,13 @@ func (w *cpuWindow) share() *CPUShare {
 	}
 	s.Other = max(s.Machine-s.Generator-s.Target, 0)
 	return s
+}
+
+// PerRequest returns the generator's and the target's CPU time per
+// request, in microseconds, at rps requests per second.
+func (s *CPUShare) PerRequest(rps float64) (generator, target float64) {
+	if rps <= 0 {
+		return 0, 0
+	}
+	return s.Generator * 1e6 / rps, s.Target * 1e6 / rps
 }

@@ -50,7 +50,11 @@ type Result struct {
 	// includes it, as it must to show stalls; when SendLag is a large part
 	// of the latency while Dropped is 0 and few connections are busy, the
 	// generator is the limit.
-	SendLag  *Percentiles    `json:"send_lag_ms,omitempty"`
+	SendLag *Percentiles `json:"send_lag_ms,omitempty"`
+	// CPU is what the bench process (the generator), the target's process
+	// (Config.TargetPID) and the whole machine used in the measured window;
+	// nil where it could not be measured.
+	CPU      *CPUShare       `json:"cpu,omitempty"`
 	Series   []Point         `json:"series"`
 	Spectrum []SpectrumPoint `json:"spectrum"`
 

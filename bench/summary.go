@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -26,6 +27,14 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	fmt.Fprintf(&b, "  latency ms   %s\n", percentilesLine(r.Latency))
 	if r.SendLag != nil {
 		fmt.Fprintf(&b, "  send lag ms  %s\n", percentilesLine(*r.SendLag))
+	}
+	if s := r.CPU; s != nil {
+		gen, tgt := s.PerRequest(r.RequestsPerSec)
+		fmt.Fprintf(&b, "  cpu          bench %.2f cores (%.1f µs/req)", s.Generator, gen)
+		if s.Target > 0 {
+			fmt.Fprintf(&b, ", target %.2f cores (%.1f µs/req), target/bench %.2f", s.Target, tgt, s.Target/s.Generator)
+		}
+		fmt.Fprintf(&b, ", machine %.2f of %d cores busy\n", s.Machine, runtime.NumCPU())
 	}
 	for _, k := range sortedStrings(r.ErrorKinds) {
 		fmt.Fprintf(&b, "  error        %d × %s\n", r.ErrorKinds[k], k)

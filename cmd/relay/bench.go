@@ -227,7 +227,8 @@ func writeReport(f *benchFlags, title string, args []string, runs []*bench.Resul
 // ---- ingest ----
 
 const benchIngestUsage = `usage: relay bench ingest --url URL [--secret S] [--rate R | --concurrency C] [--connections K] [--ca-file F]
-         [--duration D] [--warmup W] [--tenants N] [--mix NAME,…] [--size BYTES] [--json FILE] [--report FILE.html]
+         [--duration D] [--warmup W] [--tenants N] [--mix NAME,…] [--size BYTES] [--target-pid PID]
+         [--json FILE] [--report FILE.html]
 
 Posts Meta-shaped webhook bodies, rendered from the embedded templates with
 ids unique per request and routed to N tenants' accounts, signed with
@@ -238,6 +239,11 @@ those tenants: write its tenants file with "relay bench tenants --count N".
 so stalls are not hidden); --concurrency a closed loop (the maximum
 throughput). Progress once a second on stderr; the summary on stdout.
 
+The summary's cpu line is the CPU this process (the generator) used in the
+measured window, per request too; with --target-pid, the target's as well
+and their ratio. On a shared machine, target/bench is steadier than
+requests/s: to compare two builds, alternate them and compare that ratio.
+
 flags:
 `
 
@@ -247,10 +253,21 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 	target := f.fs.String("url", "", "the ingress URL to POST to, e.g. http://127.0.0.1:8080/webhooks/meta (required)")
 	secret := f.fs.String("secret", os.Getenv("RELAY_BENCH_SECRET"), "the Meta app secret to sign with (the relay's meta.app_secrets); also RELAY_BENCH_SECRET; empty: unsigned")
 	caFile := f.fs.String("ca-file", "", "for an https URL: verify the ingress against this CA (e.g. certs/ca.pem from relay certs init); empty: system roots")
+	targetPID := f.fs.Int("target-pid", 0, "the process ID of the server under test (e.g. relay serve's): report the CPU it uses per request (Linux)")
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
 	defer f.stopCPUProfile()
+	if *targetPID < 0 {
+		fmt.Fprintf(stderr, "relay bench ingest: --target-pid %d: not a process ID\n", *targetPID)
+		return 2
+	}
+	if *targetPID > 0 {
+		if _, err := bench.ProcessCPU(*targetPID); err != nil {
+			fmt.Fprintf(stderr, "relay bench ingest: --target-pid %d: cannot read its CPU time: %v\n", *targetPID, err)
+			return 2
+		}
+	}
 	var tlsCfg *tls.Config
 	if *caFile != "" {
 		c, err := tlsconf.NewClient("", "")
@@ -283,6 +300,7 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 		URL: *target, Rate: f.rate, Concurrency: f.concurrency, Connections: f.connections,
 		Duration: f.duration, Warmup: f.warmup, Timeout: f.timeout,
 		Payloads: payloads, AppSecret: *secret, Progress: stderr, Label: "ingest", TLS: tlsCfg,
+		TargetPID: *targetPID,
 	})
 	if res == nil {
 		fmt.Fprintln(stderr, "relay bench ingest:", err)

@@ -96,7 +96,8 @@ func TestBenchIngestCeiling(t *testing.T) {
 			profFile := filepath.Join(dir, "gen.prof")
 			args := append([]string{"bench", "ingest", "--url", url, "--secret", "s3cret", "--duration", "1200ms", "--warmup", "200ms",
 				"--tenants", "3", "--mix", "instagram_dm", "--mix", "messenger_message,page_feed_comment",
-				"--size", "512", "--json", jsonFile, "--report", reportFile, "--cpuprofile", profFile}, load...)
+				"--size", "512", "--json", jsonFile, "--report", reportFile, "--cpuprofile", profFile,
+				"--target-pid", strconv.Itoa(os.Getpid())}, load...) // the ceiling runs in this process
 			var stdout, stderr bytes.Buffer
 			require.Equal(t, 0, run(args, &stdout, &stderr), "stderr: %s", stderr.String())
 
@@ -108,6 +109,10 @@ func TestBenchIngestCeiling(t *testing.T) {
 			require.Contains(t, stdout.String(), "p99.9")
 			require.Contains(t, stdout.String(), "200: ")
 			require.Contains(t, stderr.String(), "req/s", "live progress on stderr")
+			require.Contains(t, stdout.String(), "target/bench")
+			cpu := m["cpu"].(map[string]any)
+			require.Positive(t, cpu["generator_cores"])
+			require.Positive(t, cpu["target_cores"])
 			prof, err := os.ReadFile(profFile)
 			require.NoError(t, err)
 			require.Greater(t, len(prof), 2)
@@ -188,6 +193,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "ingest"},
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "10", "--concurrency", "2"},
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--mix", "no_such_template"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--target-pid", "-1"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--target-pid", "2147483647"}, // no such process
 		{"bench", "compare", "--tenant-counts", "10,x"},
 		{"bench", "compare", "--rounds", "0"},
 		{"bench", "compare", "--rounds", "21"},

@@ -1,0 +1,36 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The summary's cpu line gives cores, CPU time per request and the
+// target/bench ratio, and only what was measured.
+func TestSummaryCPULine(t *testing.T) {
+	summary := func(cpu *CPUShare) string {
+		r := &Result{Mode: ModeConcurrency, Concurrency: 256, RequestsPerSec: 50000, CPU: cpu}
+		var b strings.Builder
+		require.NoError(t, r.WriteSummary(&b))
+		return b.String()
+	}
+	s := summary(&CPUShare{Generator: 0.8, Target: 1.2, Machine: 1.9})
+	require.Contains(t, s, "cpu          bench 0.80 cores (16.0 µs/req), target 1.20 cores (24.0 µs/req), target/bench 1.50, machine 1.90 of")
+
+	s = summary(&CPUShare{Generator: 0.8, Machine: 1.9})
+	require.Contains(t, s, "cpu          bench 0.80 cores (16.0 µs/req), machine 1.90 of")
+	require.NotContains(t, s, "target")
+
+	require.NotContains(t, summary(nil), "cpu")
+}
+
+func TestCPUSharePerRequest(t *testing.T) {
+	g, tg := (&CPUShare{Generator: 0.5, Target: 1}).PerRequest(25000)
+	require.InDelta(t, 20.0, g, 1e-9)
+	require.InDelta(t, 40.0, tg, 1e-9)
+	g, tg = (&CPUShare{Generator: 0.5, Target: 1}).PerRequest(0)
+	require.Zero(t, g)
+	require.Zero(t, tg)
+}

@@ -256,7 +256,7 @@ func E2E(ctx context.Context, cfg E2EConfig) (*E2EResult, error) {
 		},
 	}
 	stopTicker := deliveryProgress(progress, ledger)
-	w := startCPUWindow(relayT.PID(), cfg.Warmup, cfg.Duration)
+	gen.TargetPID = relayT.PID()
 	// The relay's own end-to-end histogram, from the end of the warmup on.
 	metricsURL := "http://" + relayT.Admin + "/metrics"
 	atWindow := make(chan []Bucket, 1)
@@ -266,7 +266,9 @@ func E2E(ctx context.Context, cfg E2EConfig) (*E2EResult, error) {
 	})
 	defer windowTimer.Stop()
 	ingest, err := Run(ctx, gen)
-	res.CPU = w.share()
+	if ingest != nil {
+		res.CPU = ingest.CPU
+	}
 	if err != nil {
 		stopTicker()
 		return res, err

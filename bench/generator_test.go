@@ -10,6 +10,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -157,9 +159,35 @@ func TestGeneratorClosedLoop(t *testing.T) {
 	require.Zero(t, res.Errors)
 	require.LessOrEqual(t, res.Connects, int64(4))
 	require.Len(t, res.Series, 1)
-	require.NotNil(t, res.CPU, "the generator's CPU is measured")
-	require.Positive(t, res.CPU.Generator)
-	require.Zero(t, res.CPU.Target, "no TargetPID")
+	if runtime.GOOS == "linux" { // CPU times come from /proc
+		require.NotNil(t, res.CPU, "the generator's CPU is measured")
+		require.Positive(t, res.CPU.Generator)
+		require.Zero(t, res.CPU.TargetPID, "no TargetPID")
+	}
+}
+
+// With TargetPID, the target's CPU is sampled from its own process: a
+// child spinning on one core shows about one core, whatever the generator
+// used.
+func TestGeneratorTargetCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("CPU times come from /proc")
+	}
+	spin := exec.Command("sh", "-c", "while :; do :; done")
+	require.NoError(t, spin.Start())
+	t.Cleanup(func() { _ = spin.Process.Kill(); _ = spin.Wait() })
+
+	addr, _ := runServer(t, ServeCeilingListener)
+	res, err := Run(context.Background(), Config{
+		URL: "http://" + addr + "/webhooks/meta", Rate: 50, Connections: 2,
+		Duration: time.Second, Warmup: 100 * time.Millisecond, AppSecret: testSecret,
+		TargetPID: spin.Process.Pid,
+	})
+	require.NoError(t, err)
+	require.NotNil(t, res.CPU)
+	require.Equal(t, spin.Process.Pid, res.CPU.TargetPID)
+	require.Greater(t, res.CPU.Target, 0.3, "the spinning child's CPU")
+	require.Less(t, res.CPU.Generator, res.CPU.Target, "the generator at 50 req/s uses far less than the spinner")
 }
 
 // Transport errors count as "error".

@@ -361,6 +361,9 @@ func MachineCPU() (time.Duration, error) {
 type CPUShare struct {
 	Generator float64 `json:"generator_cores"`        // the bench process
 	Target    float64 `json:"target_cores,omitempty"` // the target's process
+	// TargetPID is the target's process, when one was given and could be
+	// sampled at both ends of the window (not when it exited meanwhile).
+	TargetPID int `json:"target_pid,omitempty"`
 	// Machine is every process's (and the kernel's) busy time; Other is
 	// Machine less Generator and Target: other processes that competed
 	// with the measurement, and kernel time charged to no process (softirq,
@@ -378,7 +381,8 @@ type cpuWindow struct {
 	g0, g1     time.Duration
 	p0, p1     time.Duration
 	m0, m1     time.Duration
-	ok0, ok1   bool
+	ok0, ok1   bool // the bench process and the machine were sampled
+	tok0, tok1 bool // and the target (it may have exited)
 	timers     []*time.Timer
 	sampledEnd chan struct{}
 }
@@ -403,11 +407,11 @@ func (w *cpuWindow) sample(end bool) {
 	m, merr := MachineCPU()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ok := gerr == nil && perr == nil && merr == nil
+	ok, tok := gerr == nil && merr == nil, perr == nil
 	if end {
-		w.t1, w.g1, w.p1, w.m1, w.ok1 = now, g, p, m, ok
+		w.t1, w.g1, w.p1, w.m1, w.ok1, w.tok1 = now, g, p, m, ok, tok
 	} else {
-		w.t0, w.g0, w.p0, w.m0, w.ok0 = now, g, p, m, ok
+		w.t0, w.g0, w.p0, w.m0, w.ok0, w.tok0 = now, g, p, m, ok, tok
 	}
 }
 
@@ -434,7 +438,8 @@ func (w *cpuWindow) share() *CPUShare {
 		return nil
 	}
 	s := &CPUShare{Generator: (w.g1 - w.g0).Seconds() / secs, Machine: (w.m1 - w.m0).Seconds() / secs}
-	if w.target > 0 {
+	if w.target > 0 && w.tok0 && w.tok1 {
+		s.TargetPID = w.target
 		s.Target = (w.p1 - w.p0).Seconds() / secs
 	}
 	s.Other = max(s.Machine-s.Generator-s.Target, 0)

@@ -16,8 +16,14 @@ func TestSummaryCPULine(t *testing.T) {
 		require.NoError(t, r.WriteSummary(&b))
 		return b.String()
 	}
-	s := summary(&CPUShare{Generator: 0.8, Target: 1.2, Machine: 1.9})
+	s := summary(&CPUShare{Generator: 0.8, Target: 1.2, TargetPID: 42, Machine: 1.9})
 	require.Contains(t, s, "cpu          bench 0.80 cores (16.0 µs/req), target 1.20 cores (24.0 µs/req), target/bench 1.50, machine 1.90 of")
+
+	// An idle target is still shown; a bench process that used no whole
+	// tick gives no ratio (not +Inf).
+	s = summary(&CPUShare{Generator: 0, Target: 0, TargetPID: 42, Machine: 0.1})
+	require.Contains(t, s, "cpu          bench 0.00 cores (0.0 µs/req), target 0.00 cores (0.0 µs/req), machine 0.10 of")
+	require.NotContains(t, s, "target/bench")
 
 	s = summary(&CPUShare{Generator: 0.8, Machine: 1.9})
 	require.Contains(t, s, "cpu          bench 0.80 cores (16.0 µs/req), machine 1.90 of")

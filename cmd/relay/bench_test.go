@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,8 +97,10 @@ func TestBenchIngestCeiling(t *testing.T) {
 			profFile := filepath.Join(dir, "gen.prof")
 			args := append([]string{"bench", "ingest", "--url", url, "--secret", "s3cret", "--duration", "1200ms", "--warmup", "200ms",
 				"--tenants", "3", "--mix", "instagram_dm", "--mix", "messenger_message,page_feed_comment",
-				"--size", "512", "--json", jsonFile, "--report", reportFile, "--cpuprofile", profFile,
-				"--target-pid", strconv.Itoa(os.Getpid())}, load...) // the ceiling runs in this process
+				"--size", "512", "--json", jsonFile, "--report", reportFile, "--cpuprofile", profFile}, load...)
+			if runtime.GOOS == "linux" { // the ceiling runs in this process
+				args = append(args, "--target-pid", strconv.Itoa(os.Getpid()))
+			}
 			var stdout, stderr bytes.Buffer
 			require.Equal(t, 0, run(args, &stdout, &stderr), "stderr: %s", stderr.String())
 
@@ -109,10 +112,12 @@ func TestBenchIngestCeiling(t *testing.T) {
 			require.Contains(t, stdout.String(), "p99.9")
 			require.Contains(t, stdout.String(), "200: ")
 			require.Contains(t, stderr.String(), "req/s", "live progress on stderr")
-			require.Contains(t, stdout.String(), "target/bench")
-			cpu := m["cpu"].(map[string]any)
-			require.Positive(t, cpu["generator_cores"])
-			require.Positive(t, cpu["target_cores"])
+			if runtime.GOOS == "linux" {
+				require.Contains(t, stdout.String(), "target/bench")
+				cpu := m["cpu"].(map[string]any)
+				require.Positive(t, cpu["generator_cores"])
+				require.Positive(t, cpu["target_cores"])
+			}
 			prof, err := os.ReadFile(profFile)
 			require.NoError(t, err)
 			require.Greater(t, len(prof), 2)
@@ -193,8 +198,6 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "ingest"},
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "10", "--concurrency", "2"},
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--mix", "no_such_template"},
-		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--target-pid", "-1"},
-		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--target-pid", "2147483647"}, // no such process
 		{"bench", "compare", "--tenant-counts", "10,x"},
 		{"bench", "compare", "--rounds", "0"},
 		{"bench", "compare", "--rounds", "21"},
@@ -204,6 +207,12 @@ func TestBenchUsageErrors(t *testing.T) {
 	} {
 		var stdout, stderr bytes.Buffer
 		require.Equal(t, 2, run(args, &stdout, &stderr), "%v: %s", args, stderr.String())
+	}
+	// A --target-pid that is no process fails before any load is sent.
+	for pid, want := range map[string]string{"-1": "not a process ID", "2147483647": "cannot read its CPU time"} {
+		var out, errb bytes.Buffer
+		require.Equal(t, 2, run([]string{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--target-pid", pid}, &out, &errb))
+		require.Contains(t, errb.String(), "--target-pid "+pid+": "+want)
 	}
 	// An unwritable --cpuprofile fails before any load is sent.
 	var pout, perr bytes.Buffer
@@ -327,6 +336,9 @@ func TestBenchProcesses(t *testing.T) {
 		require.Positive(t, e2e["count"])
 		require.Contains(t, r.stdout, "lost 0")
 		require.Contains(t, r.stdout, "relay_delivery_end_to_end_seconds")
+		if runtime.GOOS == "linux" {
+			require.Positive(t, m["cpu"].(map[string]any)["target_cores"], "the relay's CPU")
+		}
 		benchRequireGone(t, benchJSONPIDs(t, m))
 		benchRequireEmptyDir(t, tmp)
 	})
@@ -365,6 +377,15 @@ func TestBenchProcesses(t *testing.T) {
 			require.Equal(t, []string{"200"}, benchKeys(sub["status"].(map[string]any)), k)
 		}
 		require.Equal(t, "rate", m["relay_half_rate"].(map[string]any)["mode"])
+		if runtime.GOOS == "linux" { // each target's CPU, sampled from its own process
+			cpu := m["cpu"].(map[string]any)
+			for _, k := range []string{"ceiling #1", "relay #2", "baseline #1"} {
+				c, ok := cpu[k].(map[string]any)
+				require.True(t, ok, "cpu[%q]: %v", k, cpu)
+				require.Positive(t, c["target_cores"], k)
+				require.Positive(t, c["target_pid"], k)
+			}
+		}
 		require.Positive(t, m["relay_over_ceiling"])
 		require.Positive(t, m["relay_over_baseline"])
 		tc := m["tenant_counts"].(map[string]any)

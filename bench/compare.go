@@ -448,22 +448,25 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		width = max(width, len(run.Label))
 	}
 	var t strings.Builder
-	fmt.Fprintf(&t, "%-*s %9s %9s %8s %8s %9s %8s %7s %8s %10s %9s %11s\n", width, "target", "load", "req/s",
-		"p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "gen CPU", "target CPU", "other CPU", "target µs/req")
+	fmt.Fprintf(&t, "%-*s %9s %9s %8s %8s %9s %8s %7s %8s %10s %9s %11s %10s\n", width, "target", "load", "req/s",
+		"p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "gen CPU", "target CPU", "other CPU", "target µs/req", "target/gen")
 	for _, run := range runs {
 		load := fmt.Sprintf("c=%d", run.Concurrency)
 		if run.Mode == ModeRate {
 			load = fmt.Sprintf("%.0f/s", run.Rate)
 		}
-		gen, tgt, other, perReq := "–", "–", "–", "–"
+		gen, tgt, other, perReq, perGen := "–", "–", "–", "–", "–"
 		if s := r.CPU[run.Label]; s != nil {
 			gen, tgt, other = fmt.Sprintf("%.2f", s.Generator), fmt.Sprintf("%.2f", s.Target), fmt.Sprintf("%.2f", s.Other)
 			if _, t := s.PerRequest(run.RequestsPerSec); t > 0 {
 				perReq = fmt.Sprintf("%.1f", t)
 			}
+			if s.Generator > 0 {
+				perGen = fmt.Sprintf("%.2f", s.Target/s.Generator)
+			}
 		}
-		fmt.Fprintf(&t, "%-*s %9s %9.0f %8.2f %8.2f %9.2f %8.2f %7d %8s %10s %9s %11s\n", width, run.Label, load, run.RequestsPerSec,
-			run.Latency.P50, run.Latency.P99, run.Latency.P999, run.Latency.Max, run.Errors, gen, tgt, other, perReq)
+		fmt.Fprintf(&t, "%-*s %9s %9.0f %8.2f %8.2f %9.2f %8.2f %7d %8s %10s %9s %11s %10s\n", width, run.Label, load, run.RequestsPerSec,
+			run.Latency.P50, run.Latency.P99, run.Latency.P999, run.Latency.Max, run.Errors, gen, tgt, other, perReq, perGen)
 	}
 	if _, err := io.WriteString(w, t.String()); err != nil {
 		return err
@@ -513,7 +516,7 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 			fmt.Fprintf(&b, "warning: %s: the generator dropped %d requests: the rate was not offered\n", run.Label, run.Dropped)
 		}
 	}
-	fmt.Fprintf(&b, "(CPU in cores of %d during each measured window: gen = the bench process, target = the target's process, other = the rest of the machine: other processes, and softirq time of the loopback traffic; target µs/req = the target's CPU time per request answered)\n", runtime.NumCPU())
+	fmt.Fprintf(&b, "(CPU in cores of %d during each measured window: gen = the bench process, target = the target's process, other = the rest of the machine: other processes, and softirq time of the loopback traffic; target µs/req = the target's CPU time per request answered; target/gen = target CPU over the bench process's, the figure that drifts least with a shared machine's speed)\n", runtime.NumCPU())
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -150,7 +150,7 @@ func TestBenchCompareTable(t *testing.T) {
 	require.NoError(t, r.WriteTable(&b))
 	out := b.String()
 	t.Log("\n" + out)
-	for _, want := range []string{"ceiling", "baseline", "relay@50%", "500/s", "relay 10 tenants", "relay/ceiling   0.250", "relay/baseline  4.000", "ratio 0.950", "within 10%", "1.20", "1200.0", "--rounds 3 repeats"} {
+	for _, want := range []string{"ceiling", "baseline", "relay@50%", "500/s", "relay 10 tenants", "relay/ceiling   0.250", "relay/baseline  4.000", "ratio 0.950", "within 10%", "1.20", "1200.0", "2.40", "target/gen", "--rounds 3 repeats"} {
 		require.Contains(t, out, want)
 	}
 	require.Less(t, strings.Index(out, "relay 10 tenants"), strings.Index(out, "relay 1000 tenants"), "counts in numeric order")

@@ -186,7 +186,8 @@ func TestGeneratorTargetCPU(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, res.CPU)
 	require.Equal(t, spin.Process.Pid, res.CPU.TargetPID)
-	require.Greater(t, res.CPU.Target, 0.3, "the spinning child's CPU")
+	// About one core on an idle machine; a busy CI machine shares it.
+	require.Greater(t, res.CPU.Target, 0.1, "the spinning child's CPU")
 	require.Less(t, res.CPU.Generator, res.CPU.Target, "the generator at 50 req/s uses far less than the spinner")
 }
 

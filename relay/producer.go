@@ -109,7 +109,6 @@ func (c *ProducerConfig) setDefaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 2
 	}
-	c.FlushInterval = max(c.FlushInterval, 0)
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 1 << 20
 	}
@@ -319,7 +318,7 @@ func (p *Producer) Close(ctx context.Context) error {
 // pauseFor is how long a flusher whose last flush began at started waits
 // before the next.
 func (p *Producer) pauseFor(started time.Time) time.Duration {
-	if started.IsZero() { // time.Since would be huge, and the difference overflow
+	if started.IsZero() { // also keeps a negative interval from overflowing
 		return 0
 	}
 	return p.cfg.FlushInterval - time.Since(started)

@@ -461,8 +461,8 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 			if _, t := s.PerRequest(run.RequestsPerSec); t > 0 {
 				perReq = fmt.Sprintf("%.1f", t)
 			}
-			if s.Generator > 0 {
-				perGen = fmt.Sprintf("%.2f", s.Target/s.Generator)
+			if q, ok := s.TargetOverGenerator(); ok {
+				perGen = fmt.Sprintf("%.2f", q)
 			}
 		}
 		fmt.Fprintf(&t, "%-*s %9s %9.0f %8.2f %8.2f %9.2f %8.2f %7d %8s %10s %9s %11s %10s\n", width, run.Label, load, run.RequestsPerSec,

@@ -143,7 +143,7 @@ func TestBenchCompareTable(t *testing.T) {
 		Ceiling: mk("ceiling", 4000), Relay: mk("relay", 1000), Baseline: mk("baseline", 250), RelayHalfRate: half,
 		RelayOverCeiling: 0.25, RelayOverBaseline: 4,
 		TenantCounts: &TenantCountRuns{Runs: map[string]*Result{"1000": mk("relay 1000 tenants", 950), "10": mk("relay 10 tenants", 1000)}, Ratio: 0.95, RatioOf: "1000/10"},
-		CPU:          map[string]*CPUShare{"relay": {Generator: 0.5, Target: 1.2}},
+		CPU:          map[string]*CPUShare{"relay": {Generator: 0.5, Target: 1.2, TargetPID: 7}},
 	}
 	r.Rounds = []*CompareRound{{Ceiling: r.Ceiling, Relay: r.Relay, Baseline: r.Baseline}}
 	var b bytes.Buffer

@@ -446,6 +446,16 @@ func (w *cpuWindow) share() *CPUShare {
 	return s
 }
 
+// TargetOverGenerator is the target's CPU over the generator's, the figure
+// that drifts least with a shared machine's speed; false when there is no
+// target or the generator used no whole tick (/proc counts 10 ms ticks).
+func (s *CPUShare) TargetOverGenerator() (float64, bool) {
+	if s.TargetPID == 0 || s.Generator <= 0 {
+		return 0, false
+	}
+	return s.Target / s.Generator, true
+}
+
 // PerRequest returns the generator's and the target's CPU time per
 // request, in microseconds, at rps requests per second.
 func (s *CPUShare) PerRequest(rps float64) (generator, target float64) {

@@ -30,12 +30,12 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	}
 	if s := r.CPU; s != nil {
 		gen, tgt := s.PerRequest(r.RequestsPerSec)
-		fmt.Fprintf(&b, "  cpu          bench %.2f cores (%.1f µs/req)", s.Generator, gen)
+		fmt.Fprintf(&b, "  cpu          gen %.2f cores (%.1f µs/req)", s.Generator, gen)
 		if s.TargetPID != 0 {
 			fmt.Fprintf(&b, ", target %.2f cores (%.1f µs/req)", s.Target, tgt)
-			if s.Generator > 0 { // /proc counts 10 ms ticks: a short run may show none
-				fmt.Fprintf(&b, ", target/bench %.2f", s.Target/s.Generator)
-			}
+		}
+		if q, ok := s.TargetOverGenerator(); ok {
+			fmt.Fprintf(&b, ", target/gen %.2f", q)
 		}
 		fmt.Fprintf(&b, ", machine %.2f of %d cores busy\n", s.Machine, runtime.NumCPU())
 	}

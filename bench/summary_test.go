@@ -8,7 +8,7 @@ import (
 )
 
 // The summary's cpu line gives cores, CPU time per request and the
-// target/bench ratio, and only what was measured.
+// target/gen ratio, and only what was measured.
 func TestSummaryCPULine(t *testing.T) {
 	summary := func(cpu *CPUShare) string {
 		r := &Result{Mode: ModeConcurrency, Concurrency: 256, RequestsPerSec: 50000, CPU: cpu}
@@ -17,16 +17,16 @@ func TestSummaryCPULine(t *testing.T) {
 		return b.String()
 	}
 	s := summary(&CPUShare{Generator: 0.8, Target: 1.2, TargetPID: 42, Machine: 1.9})
-	require.Contains(t, s, "cpu          bench 0.80 cores (16.0 µs/req), target 1.20 cores (24.0 µs/req), target/bench 1.50, machine 1.90 of")
+	require.Contains(t, s, "cpu          gen 0.80 cores (16.0 µs/req), target 1.20 cores (24.0 µs/req), target/gen 1.50, machine 1.90 of")
 
 	// An idle target is still shown; a bench process that used no whole
 	// tick gives no ratio (not +Inf).
 	s = summary(&CPUShare{Generator: 0, Target: 0, TargetPID: 42, Machine: 0.1})
-	require.Contains(t, s, "cpu          bench 0.00 cores (0.0 µs/req), target 0.00 cores (0.0 µs/req), machine 0.10 of")
-	require.NotContains(t, s, "target/bench")
+	require.Contains(t, s, "cpu          gen 0.00 cores (0.0 µs/req), target 0.00 cores (0.0 µs/req), machine 0.10 of")
+	require.NotContains(t, s, "target/gen")
 
 	s = summary(&CPUShare{Generator: 0.8, Machine: 1.9})
-	require.Contains(t, s, "cpu          bench 0.80 cores (16.0 µs/req), machine 1.90 of")
+	require.Contains(t, s, "cpu          gen 0.80 cores (16.0 µs/req), machine 1.90 of")
 	require.NotContains(t, s, "target")
 
 	require.NotContains(t, summary(nil), "cpu")

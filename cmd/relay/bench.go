@@ -241,7 +241,7 @@ throughput). Progress once a second on stderr; the summary on stdout.
 
 The summary's cpu line is the CPU this process (the generator) used in the
 measured window, per request too; with --target-pid, the target's as well
-and their ratio. On a shared machine, target/bench is steadier than
+and their ratio. On a shared machine, target/gen is steadier than
 requests/s: to compare two builds, alternate them and compare that ratio.
 
 flags:

@@ -113,7 +113,7 @@ func TestBenchIngestCeiling(t *testing.T) {
 			require.Contains(t, stdout.String(), "200: ")
 			require.Contains(t, stderr.String(), "req/s", "live progress on stderr")
 			if runtime.GOOS == "linux" {
-				require.Contains(t, stdout.String(), "target/bench")
+				require.Contains(t, stdout.String(), "target/gen")
 				cpu := m["cpu"].(map[string]any)
 				require.Positive(t, cpu["generator_cores"])
 				require.Positive(t, cpu["target_cores"])

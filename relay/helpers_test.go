@@ -161,19 +161,23 @@ type harness struct {
 	client   *fasthttp.Client
 }
 
+// brokerProducer starts a producer writing to b, with cfg's settings (its
+// transport and address filled in); it is closed when the test ends.
+func brokerProducer(t testing.TB, b *broker, cfg ProducerConfig) *Producer {
+	t.Helper()
+	transport := &kafka.Transport{MetadataTTL: time.Second}
+	t.Cleanup(transport.CloseIdleConnections)
+	cfg.Transport, cfg.Addr = transport, kafka.TCP(b.addr())
+	p, err := NewProducer(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	return p
+}
+
 func newHarness(t testing.TB, mutate func(*IngressConfig)) *harness {
 	t.Helper()
 	h := &harness{t: t, broker: startBroker(t), reg: prometheus.NewRegistry(), client: &fasthttp.Client{}}
-	transport := &kafka.Transport{MetadataTTL: time.Second}
-	t.Cleanup(transport.CloseIdleConnections)
-	p, err := NewProducer(ProducerConfig{
-		Transport:  transport,
-		Addr:       kafka.TCP(h.broker.addr()),
-		AckTimeout: 2 * time.Second,
-		Metrics:    NewProducerMetrics(h.reg),
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	p := brokerProducer(t, h.broker, ProducerConfig{AckTimeout: 2 * time.Second, Metrics: NewProducerMetrics(h.reg)})
 	h.producer = p
 	v, err := NewVerifier([]string{"other_app_secret", testSecret})
 	require.NoError(t, err)

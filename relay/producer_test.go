@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -108,12 +107,7 @@ func TestProduceReuseMixedTimeoutsAndOverload(t *testing.T) {
 func slowBrokerProducer(t *testing.T, cfg ProducerConfig, maxDelay time.Duration) (*broker, *Producer) {
 	t.Helper()
 	b := startBroker(t)
-	transport := &kafka.Transport{}
-	t.Cleanup(transport.CloseIdleConnections)
-	cfg.Transport, cfg.Addr = transport, kafka.TCP(b.addr())
-	p, err := NewProducer(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	p := brokerProducer(t, b, cfg)
 	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		b.c.KeepControl()
 		b.c.SleepControl(func() { time.Sleep(rand.N(maxDelay)) })
@@ -179,14 +173,7 @@ func flushIntervalProducer(t *testing.T, interval time.Duration, maxRequestBytes
 		mu.Unlock()
 		return nil, nil, false
 	})
-	transport := &kafka.Transport{}
-	t.Cleanup(transport.CloseIdleConnections)
-	p, err := NewProducer(ProducerConfig{
-		Transport: transport, Addr: kafka.TCP(b.addr()),
-		MaxInFlight: 1, FlushInterval: interval, MaxRequestBytes: maxRequestBytes,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, FlushInterval: interval, MaxRequestBytes: maxRequestBytes})
 	return b, p, func() int { mu.Lock(); defer mu.Unlock(); return requests }
 }
 

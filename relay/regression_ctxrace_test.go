@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -44,17 +43,11 @@ func TestRegressionFlusherReusesRecordsKafkaGoStillEncodes(t *testing.T) {
 
 func reviewCtxRaceScenario(t *testing.T) {
 	b := startBroker(t)
-	transport := &kafka.Transport{MetadataTTL: time.Second}
-	t.Cleanup(transport.CloseIdleConnections)
-	p, err := NewProducer(ProducerConfig{
-		Transport:     transport,
-		Addr:          kafka.TCP(b.addr()),
+	p := brokerProducer(t, b, ProducerConfig{
 		MaxInFlight:   2,
 		MaxBatchBytes: 150, // one round per record
 		AckTimeout:    200 * time.Millisecond,
 	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
 
 	// Produce requests: the first waits for the second (so kafka-go opens
 	// two connections to the broker, both idle afterwards); the third (round

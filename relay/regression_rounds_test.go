@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -27,16 +26,10 @@ import (
 // order" and the per-tenant order guarantee.
 func TestRegressionLaterRoundSentAfterEarlierRoundFailed(t *testing.T) {
 	b := startBroker(t)
-	transport := &kafka.Transport{MetadataTTL: time.Second}
-	t.Cleanup(transport.CloseIdleConnections)
-	p, err := NewProducer(ProducerConfig{
-		Transport:     transport,
-		Addr:          kafka.TCP(b.addr()),
+	p := brokerProducer(t, b, ProducerConfig{
 		MaxBatchBytes: 150, // each ~130-byte record gets a round of its own
 		AckTimeout:    2 * time.Second,
 	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
 
 	// The first produce request (round 0) fails with a retriable error,
 	// as a leader change or a slow ISR would make it; later ones succeed.

@@ -88,6 +88,12 @@ type ProducerConfig struct {
 	// mostly per request and per partition batch, so fewer, larger
 	// requests cost less per record (docs/DESIGN.md, "Group commit").
 	FlushInterval time.Duration
+	// FlushBytes ends a pause early: once this many bytes are queued, a
+	// pausing flusher sends them at once. Under load a flush then carries
+	// about FlushBytes and clients stop waiting out the interval; at lower
+	// rates the interval still gathers. Zero or negative: a pause always
+	// lasts until FlushInterval.
+	FlushBytes int
 	// MaxBatchBytes bounds one partition's record batch in one request
 	// (default 1 MiB, under Kafka's default message.max.bytes).
 	MaxBatchBytes int
@@ -132,7 +138,7 @@ func (c *ProducerConfig) setDefaults() {
 // acknowledge each batch when its records are acknowledged. With no load a
 // batch is sent as soon as it arrives; under load batches grow while the
 // previous requests are in flight and while a flusher waits out its
-// FlushInterval.
+// FlushInterval, or until FlushBytes are queued.
 type Producer struct {
 	cfg    ProducerConfig
 	client *kafka.Client
@@ -143,6 +149,9 @@ type Producer struct {
 	pendingBytes int
 	closed       bool
 	stop         chan struct{} // closed by Close: flushers pause no more
+	// full gets a token when the queue grows past FlushBytes: it wakes a
+	// pausing flusher, which checks the queue again (a token may be stale).
+	full chan struct{}
 
 	leaders leaderCache
 	wg      sync.WaitGroup
@@ -163,6 +172,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		cfg:    cfg,
 		client: &kafka.Client{Addr: cfg.Addr, Transport: cfg.Transport},
 		stop:   make(chan struct{}),
+		full:   make(chan struct{}, 1),
 	}
 	p.cond = sync.NewCond(&p.mu)
 	p.leaders.client = p.client
@@ -213,6 +223,12 @@ func (p *Producer) Produce(ctx context.Context, b *Batch) error {
 	}
 	p.queue = append(p.queue, b)
 	p.pendingBytes += b.bytes
+	if fb := p.cfg.FlushBytes; fb > 0 && p.pendingBytes >= fb && p.pendingBytes-b.bytes < fb {
+		select {
+		case p.full <- struct{}{}:
+		default: // a token is already waiting
+		}
+	}
 	p.cond.Signal()
 	p.mu.Unlock()
 
@@ -324,8 +340,20 @@ func (p *Producer) pauseFor(started time.Time) time.Duration {
 	return p.cfg.FlushInterval - time.Since(started)
 }
 
+// queueFull reports whether FlushBytes or more are queued: reason enough to
+// end a pause.
+func (p *Producer) queueFull() bool {
+	if p.cfg.FlushBytes <= 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pendingBytes >= p.cfg.FlushBytes
+}
+
 // flushLoop is one flusher: take what is queued, send it, acknowledge it;
-// then pause until FlushInterval has passed since the send began.
+// then pause until FlushInterval has passed since the send began, or until
+// FlushBytes are queued.
 func (p *Producer) flushLoop() {
 	defer p.wg.Done()
 	var (
@@ -337,15 +365,25 @@ func (p *Producer) flushLoop() {
 		pause   *time.Timer
 	)
 	for {
-		if wait := p.pauseFor(started); wait > 0 {
+		if wait := p.pauseFor(started); wait > 0 && !p.queueFull() {
 			if pause == nil {
 				pause = time.NewTimer(wait)
 			} else {
 				pause.Reset(wait)
 			}
-			select {
-			case <-pause.C:
-			case <-p.stop:
+		paused:
+			for {
+				select {
+				case <-pause.C:
+					break paused
+				case <-p.stop:
+					break paused
+				case <-p.full:
+					if p.queueFull() {
+						pause.Stop()
+						break paused
+					}
+				}
 			}
 		}
 		p.mu.Lock()

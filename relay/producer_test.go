@@ -158,10 +158,10 @@ func (a *answers) record(value string, err error) {
 	}
 }
 
-// flushIntervalProducer returns a producer with one flusher and the given
-// FlushInterval and MaxRequestBytes, its broker, and a count of the
-// produce requests the broker received.
-func flushIntervalProducer(t *testing.T, interval time.Duration, maxRequestBytes int) (*broker, *Producer, func() int) {
+// flushIntervalProducer returns a producer with one flusher and cfg's
+// FlushInterval, FlushBytes and MaxRequestBytes, its broker, and a count of
+// the produce requests the broker received.
+func flushIntervalProducer(t *testing.T, cfg ProducerConfig) (*broker, *Producer, func() int) {
 	t.Helper()
 	b := startBroker(t)
 	var mu sync.Mutex
@@ -173,7 +173,8 @@ func flushIntervalProducer(t *testing.T, interval time.Duration, maxRequestBytes
 		mu.Unlock()
 		return nil, nil, false
 	})
-	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, FlushInterval: interval, MaxRequestBytes: maxRequestBytes})
+	cfg.MaxInFlight = 1
+	p := brokerProducer(t, b, cfg)
 	return b, p, func() int { mu.Lock(); defer mu.Unlock(); return requests }
 }
 
@@ -217,10 +218,10 @@ func awaitAnswers(t *testing.T, answers <-chan error, n int) {
 
 // After a request, the flusher waits FlushInterval before the next one, so
 // records arriving meanwhile share it; the first record after idleness is
-// sent at once.
+// sent at once. Fewer than FlushBytes queued do not end the pause.
 func TestFlushIntervalGathersRecordsIntoOneRequest(t *testing.T) {
 	const interval = 1500 * time.Millisecond
-	b, p, requests := flushIntervalProducer(t, interval, 0)
+	b, p, requests := flushIntervalProducer(t, ProducerConfig{FlushInterval: interval, FlushBytes: 6 * oneRecordBytes})
 
 	start := time.Now()
 	require.NoError(t, produceOne(p, "first"))
@@ -240,7 +241,7 @@ func TestFlushIntervalGathersRecordsIntoOneRequest(t *testing.T) {
 // holds back a backlog.
 func TestFlushIntervalDoesNotHoldBackABacklog(t *testing.T) {
 	const interval = 1500 * time.Millisecond
-	b, p, requests := flushIntervalProducer(t, interval, 1) // one batch per request
+	b, p, requests := flushIntervalProducer(t, ProducerConfig{FlushInterval: interval, MaxRequestBytes: 1}) // one batch per request
 
 	start := time.Now()
 	require.NoError(t, produceOne(p, "first"))
@@ -256,7 +257,7 @@ func TestFlushIntervalDoesNotHoldBackABacklog(t *testing.T) {
 // A flusher pausing between requests neither delays the first record
 // after idleness nor Close.
 func TestFlushIntervalNeverDelaysAnIdleFlusherOrClose(t *testing.T) {
-	_, p, _ := flushIntervalProducer(t, time.Hour, 0)
+	_, p, _ := flushIntervalProducer(t, ProducerConfig{FlushInterval: time.Hour})
 	answered := make(chan error, 1)
 	go func() { answered <- produceOne(p, "first") }()
 	select {
@@ -274,7 +275,7 @@ func TestFlushIntervalNeverDelaysAnIdleFlusherOrClose(t *testing.T) {
 // no reason to pause: the next record goes at once.
 func TestFlushIntervalNoPauseAfterAnEmptyFlush(t *testing.T) {
 	const interval = 1500 * time.Millisecond
-	_, p, requests := flushIntervalProducer(t, interval, 0)
+	_, p, requests := flushIntervalProducer(t, ProducerConfig{FlushInterval: interval})
 	require.NoError(t, produceOne(p, "first")) // then the flusher pauses
 
 	// Queue a batch during the pause and give up on it.
@@ -311,7 +312,7 @@ func TestFlushIntervalNoPauseAfterAnEmptyFlush(t *testing.T) {
 // A negative interval means none (it must not overflow into an endless
 // pause).
 func TestFlushIntervalNegativeMeansNone(t *testing.T) {
-	_, p, requests := flushIntervalProducer(t, -time.Millisecond, 0)
+	_, p, requests := flushIntervalProducer(t, ProducerConfig{FlushInterval: -time.Millisecond})
 	for _, v := range []string{"a", "b", "c"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := p.Produce(ctx, &Batch{Records: []Record{{Topic: testEvents, Key: []byte("acme"), Value: []byte(v), Time: time.Now()}}})
@@ -319,4 +320,54 @@ func TestFlushIntervalNegativeMeansNone(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, 3, requests())
+}
+
+// oneRecordBytes is what one record of produceOne counts against
+// FlushBytes.
+var oneRecordBytes = recordSize(&Record{Key: []byte("acme"), Value: []byte("x")})
+
+// Once FlushBytes are queued, a pausing flusher sends them at once instead
+// of waiting out the interval.
+func TestFlushBytesEndsAPause(t *testing.T) {
+	b, p, requests := flushIntervalProducer(t, ProducerConfig{FlushInterval: time.Hour, FlushBytes: 3 * oneRecordBytes})
+	require.NoError(t, produceOne(p, "first")) // then the flusher pauses for an hour
+
+	answers := make(chan error, 3)
+	for _, v := range []string{"a", "b", "c"} {
+		go func() { answers <- produceOne(p, v) }()
+	}
+	awaitAnswers(t, answers, 3)
+	require.Equal(t, 2, requests(), "the three records did not go out together once they filled FlushBytes")
+	requireInKafka(t, b, map[string]bool{"first": true, "a": true, "b": true, "c": true})
+}
+
+// The queue may fill while no flusher pauses (here: while the only one
+// waits for the broker); the flusher takes it all, and its signal is then
+// stale. It must not end a later pause with less than FlushBytes queued.
+func TestFlushBytesStaleSignalDoesNotEndAPause(t *testing.T) {
+	const interval = 1500 * time.Millisecond
+	b, p, requests := flushIntervalProducer(t, ProducerConfig{FlushInterval: interval, FlushBytes: 2 * oneRecordBytes})
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.DropControl() // hold the first request only
+		b.c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+
+	first := make(chan error, 1)
+	go func() { first <- produceOne(p, "first") }()
+	require.Eventually(t, func() bool { return requests() == 1 }, 10*time.Second, time.Millisecond)
+	queued := produceQueued(t, p, []string{"a", "b"}) // FlushBytes reached, nobody pausing
+	held := time.Now()
+	once.Do(func() { close(release) })
+	require.NoError(t, <-first)
+	awaitAnswers(t, queued, 2) // a backlog: sent at once, then the flusher pauses
+	require.Equal(t, 2, requests())
+
+	require.NoError(t, produceOne(p, "c"))
+	require.GreaterOrEqual(t, time.Since(held), interval, "a stale signal ended the pause")
+	require.Equal(t, 3, requests())
+	requireInKafka(t, b, map[string]bool{"first": true, "a": true, "b": true, "c": true})
 }

@@ -99,6 +99,10 @@ type Kafka struct {
 	// request. An event that finds a sender idle goes at once. Fewer,
 	// larger requests cost the broker less per event.
 	FlushInterval time.Duration `yaml:"flush_interval"` // default 2ms, at most 1s
+	// FlushBytes ends a sender's flush_interval early once this many bytes
+	// of events wait: under load requests go out when full enough instead
+	// of holding their clients.
+	FlushBytes int `yaml:"flush_bytes"` // default 65536
 	// MaxBatchBytes bounds one partition's batch in one produce request.
 	MaxBatchBytes int `yaml:"max_batch_bytes"` // default 1048576
 	// MaxPendingBytes bounds events waiting for a produce request; past it
@@ -197,6 +201,7 @@ func (c *Config) setDefaults() {
 	defDur(&c.Kafka.ProduceTimeout, 5*time.Second)
 	defInt(&c.Kafka.MaxInFlight, 2)
 	defDur(&c.Kafka.FlushInterval, 2*time.Millisecond)
+	defInt(&c.Kafka.FlushBytes, 64<<10)
 	defInt(&c.Kafka.MaxBatchBytes, 1<<20)
 	defInt(&c.Kafka.MaxPendingBytes, 64<<20)
 	def(&c.Kafka.ClientID, "relay")
@@ -346,6 +351,7 @@ func (c *Config) Validate() []error {
 		"ingress.max_concurrency": c.Ingress.MaxConcurrency, "ingress.dedupe_size": c.Ingress.DedupeSize,
 		"kafka.max_in_flight": c.Kafka.MaxInFlight, "kafka.max_batch_bytes": c.Kafka.MaxBatchBytes,
 		"kafka.max_pending_bytes": c.Kafka.MaxPendingBytes, "tenants.cache_size": c.Tenants.CacheSize,
+		"kafka.flush_bytes": c.Kafka.FlushBytes,
 	}
 	for _, name := range sortedKeys(counts) {
 		if counts[name] < 0 {

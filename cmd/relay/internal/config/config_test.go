@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, "relay.dlq", c.Kafka.Topics.DLQ)
 	require.Equal(t, 5*time.Second, c.Kafka.ProduceTimeout)
 	require.Equal(t, 2*time.Millisecond, c.Kafka.FlushInterval)
+	require.Equal(t, 64<<10, c.Kafka.FlushBytes)
 	require.True(t, c.EmbeddedBroker())
 	require.Equal(t, []string{"127.0.0.1:9092"}, c.BrokerAddrs())
 	require.Equal(t, 15, c.Delivery.MaxAttempts)
@@ -113,7 +114,7 @@ func TestValidateNamesEveryField(t *testing.T) {
 	path := write(t, dir, "relay.yaml", `
 ingress: {listen: "nope", path: "webhooks", max_body_bytes: 10, tls: {cert_file: x.pem}, dedupe_size: 100000000}
 admin: {listen: ":"}
-kafka: {brokers: ["k1"], produce_timeout: -1s, flush_interval: 2s, topics: {dlq: relay.events}}
+kafka: {brokers: ["k1"], produce_timeout: -1s, flush_interval: 2s, flush_bytes: -1, topics: {dlq: relay.events}}
 delivery: {client_cert_file: c.pem, retry_initial: 1h, retry_max: 1m}
 log: {level: loud, format: xml}
 `)
@@ -126,7 +127,7 @@ log: {level: loud, format: xml}
 	all := strings.Join(lines, "\n")
 	for _, field := range []string{
 		"ingress.listen", "ingress.path", "ingress.max_body_bytes", "ingress.tls", "ingress.dedupe_size: at most 67108864", "admin.listen",
-		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.flush_interval: 2s is more than 1s", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
+		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.flush_interval: 2s is more than 1s", "kafka.flush_bytes: must be positive", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
 		"delivery: set both", "delivery.retry_initial", "log.level", "log.format",
 	} {
 		require.Contains(t, all, field)

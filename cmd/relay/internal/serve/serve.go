@@ -177,6 +177,7 @@ func (s *server) setup(ctx context.Context) error {
 		Addr:            kafka.TCP(cfg.BrokerAddrs()...),
 		MaxInFlight:     cfg.Kafka.MaxInFlight,
 		FlushInterval:   cfg.Kafka.FlushInterval,
+		FlushBytes:      cfg.Kafka.FlushBytes,
 		MaxBatchBytes:   cfg.Kafka.MaxBatchBytes,
 		MaxPendingBytes: cfg.Kafka.MaxPendingBytes,
 		AckTimeout:      cfg.Kafka.ProduceTimeout,

@@ -80,16 +80,18 @@ type ProducerConfig struct {
 	// request: group commit.
 	MaxInFlight int
 	// FlushInterval is the least time between the starts of two flushes of
-	// one flusher (there are MaxInFlight flushers; a flush is one produce
-	// request per leader broker); records that arrive meanwhile go out
-	// together in the next flush. A record that finds a flusher idle for
+	// one flusher unless FlushBytes are queued sooner (there are
+	// MaxInFlight flushers; a flush is one produce request per leader
+	// broker); records that arrive meanwhile go out together in the next
+	// flush. A record that finds a flusher idle for
 	// longer is sent at once. Zero or negative: no interval, a flusher
 	// sends as soon as it is free. A broker's cost is
 	// mostly per request and per partition batch, so fewer, larger
 	// requests cost less per record (docs/DESIGN.md, "Group commit").
 	FlushInterval time.Duration
-	// FlushBytes ends a pause early: once this many bytes are queued, a
-	// pausing flusher sends them at once. Under load a flush then carries
+	// FlushBytes ends a pause early: once this many bytes are queued (keys,
+	// values and headers, as MaxPendingBytes counts them), a pausing
+	// flusher sends them at once. Under load a flush then carries
 	// about FlushBytes and clients stop waiting out the interval; at lower
 	// rates the interval still gathers. Zero or negative: a pause always
 	// lasts until FlushInterval.
@@ -224,10 +226,7 @@ func (p *Producer) Produce(ctx context.Context, b *Batch) error {
 	p.queue = append(p.queue, b)
 	p.pendingBytes += b.bytes
 	if fb := p.cfg.FlushBytes; fb > 0 && p.pendingBytes >= fb && p.pendingBytes-b.bytes < fb {
-		select {
-		case p.full <- struct{}{}:
-		default: // a token is already waiting
-		}
+		p.signalFull()
 	}
 	p.cond.Signal()
 	p.mu.Unlock()
@@ -340,6 +339,15 @@ func (p *Producer) pauseFor(started time.Time) time.Duration {
 	return p.cfg.FlushInterval - time.Since(started)
 }
 
+// signalFull wakes a pausing flusher to check whether FlushBytes are
+// queued.
+func (p *Producer) signalFull() {
+	select {
+	case p.full <- struct{}{}:
+	default: // a token is already waiting
+	}
+}
+
 // queueFull reports whether FlushBytes or more are queued: reason enough to
 // end a pause.
 func (p *Producer) queueFull() bool {
@@ -365,28 +373,35 @@ func (p *Producer) flushLoop() {
 		pause   *time.Timer
 	)
 	for {
-		if wait := p.pauseFor(started); wait > 0 && !p.queueFull() {
-			if pause == nil {
-				pause = time.NewTimer(wait)
-			} else {
-				pause.Reset(wait)
+		cut := false // the pause ended because FlushBytes are queued
+		if wait := p.pauseFor(started); wait > 0 {
+			cut = p.queueFull()
+			if !cut {
+				if pause == nil {
+					pause = time.NewTimer(wait)
+				} else {
+					pause.Reset(wait)
+				}
 			}
 		paused:
-			for {
+			for !cut {
 				select {
 				case <-pause.C:
 					break paused
 				case <-p.stop:
 					break paused
 				case <-p.full:
-					if p.queueFull() {
-						pause.Stop()
-						break paused
-					}
+					cut = p.queueFull()
 				}
 			}
 		}
 		p.mu.Lock()
+		if cut && len(p.queue) == 0 && !p.closed {
+			// Another flusher took the queue first: pause for the rest of
+			// the interval.
+			p.mu.Unlock()
+			continue
+		}
 		for len(p.queue) == 0 && !p.closed {
 			p.cond.Wait()
 		}
@@ -398,6 +413,9 @@ func (p *Producer) flushLoop() {
 		started = time.Time{}
 		if len(p.queue) == 0 && len(f.batches) > 0 {
 			started = time.Now()
+		}
+		if p.cfg.FlushBytes > 0 && p.pendingBytes >= p.cfg.FlushBytes {
+			p.signalFull() // what this flush could not take may end another's pause
 		}
 		p.mu.Unlock()
 		if len(f.batches) > 0 {

@@ -366,7 +366,9 @@ func TestFlushBytesStaleSignalDoesNotEndAPause(t *testing.T) {
 	awaitAnswers(t, queued, 2) // a backlog: sent at once, then the flusher pauses
 	require.Equal(t, 2, requests())
 
-	require.NoError(t, produceOne(p, "c"))
+	c := produceQueued(t, p, []string{"c"}) // a flusher not pausing would take it at once
+	require.Equal(t, 2, requests(), "a stale signal ended the pause")
+	awaitAnswers(t, c, 1)
 	require.GreaterOrEqual(t, time.Since(held), interval, "a stale signal ended the pause")
 	require.Equal(t, 3, requests())
 	requireInKafka(t, b, map[string]bool{"first": true, "a": true, "b": true, "c": true})

@@ -94,14 +94,16 @@ type Kafka struct {
 	// MaxInFlight is how many produce requests may be outstanding; while
 	// they are, new events gather into the next one (group commit).
 	MaxInFlight int `yaml:"max_in_flight"` // default 2
-	// FlushInterval is the least time between two produce requests of one
+	// FlushInterval is, unless flush_bytes wait sooner, the least time
+	// between two produce requests of one
 	// of the max_in_flight senders; events arriving meanwhile join the next
 	// request. An event that finds a sender idle goes at once. Fewer,
 	// larger requests cost the broker less per event.
 	FlushInterval time.Duration `yaml:"flush_interval"` // default 2ms, at most 1s
 	// FlushBytes ends a sender's flush_interval early once this many bytes
 	// of events wait: under load requests go out when full enough instead
-	// of holding their clients.
+	// of holding their clients. At or above max_pending_bytes it is never
+	// reached (off in effect).
 	FlushBytes int `yaml:"flush_bytes"` // default 65536
 	// MaxBatchBytes bounds one partition's batch in one produce request.
 	MaxBatchBytes int `yaml:"max_batch_bytes"` // default 1048576

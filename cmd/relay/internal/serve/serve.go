@@ -167,13 +167,9 @@ func (s *server) start(ctx context.Context) error {
 	return nil
 }
 
-// setup waits for Kafka (retrying, not ready meanwhile), creates the
-// topics, loads the tenants and starts the ingress.
-func (s *server) setup(ctx context.Context) error {
-	cfg := s.cfg
-	pm := relay.NewProducerMetrics(s.reg)
-	p, err := relay.NewProducer(relay.ProducerConfig{
-		Transport:       s.transport,
+// producerConfig is what the producer takes from cfg's kafka section.
+func producerConfig(cfg *config.Config) relay.ProducerConfig {
+	return relay.ProducerConfig{
 		Addr:            kafka.TCP(cfg.BrokerAddrs()...),
 		MaxInFlight:     cfg.Kafka.MaxInFlight,
 		FlushInterval:   cfg.Kafka.FlushInterval,
@@ -181,9 +177,19 @@ func (s *server) setup(ctx context.Context) error {
 		MaxBatchBytes:   cfg.Kafka.MaxBatchBytes,
 		MaxPendingBytes: cfg.Kafka.MaxPendingBytes,
 		AckTimeout:      cfg.Kafka.ProduceTimeout,
-		Logger:          s.logger.With("component", "producer"),
-		Metrics:         pm,
-	})
+	}
+}
+
+// setup waits for Kafka (retrying, not ready meanwhile), creates the
+// topics, loads the tenants and starts the ingress.
+func (s *server) setup(ctx context.Context) error {
+	cfg := s.cfg
+	pm := relay.NewProducerMetrics(s.reg)
+	pc := producerConfig(cfg)
+	pc.Transport = s.transport
+	pc.Logger = s.logger.With("component", "producer")
+	pc.Metrics = pm
+	p, err := relay.NewProducer(pc)
 	if err != nil {
 		return err
 	}

@@ -255,13 +255,20 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		tenantPayloads = append(tenantPayloads, p)
 	}
 
+	// stop stops t and removes what it wrote.
+	stop := func(t *Target) {
+		procs.Stop(t.Child, DefaultStopGrace)
+		if err := tg.clear(); err != nil {
+			fmt.Fprintf(progress, "bench: clearing %s's folder: %v\n", t.Name, err)
+		}
+	}
 	// closedRun starts a target, measures it in closed loop and stops it.
 	closedRun := func(name string, p *Payloads, start func() (*Target, error)) (*Result, error) {
 		t, err := start()
 		if err != nil {
 			return nil, err
 		}
-		defer procs.Stop(t.Child, DefaultStopGrace)
+		defer stop(t)
 		return measure(closed(name, t.URL, p), t)
 	}
 
@@ -295,7 +302,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 				rd.RelayHalfRate, err = measure(half, t)
 			}
 		}
-		procs.Stop(t.Child, DefaultStopGrace)
+		stop(t)
 		if err != nil {
 			return res, err
 		}

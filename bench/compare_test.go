@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,4 +217,24 @@ func TestBenchComparePartialTenantCountsNoVerdict(t *testing.T) {
 	require.NoError(t, r.WriteTable(&b))
 	require.NotContains(t, b.String(), "NOT within 10%", "a verdict on a ratio that was never measured")
 	require.Empty(t, r.TenantCounts.RatioOf, "ratio_of set with ratio 0")
+}
+
+// clear removes every target's folder, data included, and keeps the
+// compare's own folder for the next target.
+func TestBenchTargetsClear(t *testing.T) {
+	tg := &targets{dir: t.TempDir()}
+	for _, name := range []string{"relay", "baseline-kafka"} {
+		d, err := tg.folder(name)
+		require.NoError(t, err)
+		require.NoError(t, os.MkdirAll(filepath.Join(d, "kafka", "relay.events-0"), 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(d, "kafka", "relay.events-0", "0.log"), []byte("records"), 0o600))
+	}
+	require.NoError(t, tg.clear())
+	left, err := os.ReadDir(tg.dir)
+	require.NoError(t, err)
+	require.Empty(t, left)
+
+	d, err := tg.folder("ceiling")
+	require.NoError(t, err)
+	require.DirExists(t, d)
 }

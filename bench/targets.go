@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -47,6 +48,22 @@ type targets struct {
 func (t *targets) folder(name string) (string, error) {
 	d := filepath.Join(t.dir, fmt.Sprintf("%02d-%s", t.seq.Add(1), name))
 	return d, os.MkdirAll(d, 0o700)
+}
+
+// clear removes every target's folder under t.dir: their logs and the
+// data their brokers wrote. compare clears after each target, so that one
+// target's gigabytes neither fill the disk nor burden the page cache while
+// the next one is measured.
+func (t *targets) clear() error {
+	entries, err := os.ReadDir(t.dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(t.dir, e.Name())))
+	}
+	return errors.Join(errs...)
 }
 
 // startListening starts a child that takes --listen 127.0.0.1:0 and --json

@@ -83,18 +83,18 @@ type ProducerConfig struct {
 	// one flusher unless FlushBytes are queued sooner (there are
 	// MaxInFlight flushers; a flush is one produce request per leader
 	// broker); records that arrive meanwhile go out together in the next
-	// flush. A record that finds a flusher idle for
-	// longer is sent at once. Zero or negative: no interval, a flusher
-	// sends as soon as it is free. A broker's cost is
-	// mostly per request and per partition batch, so fewer, larger
-	// requests cost less per record (docs/DESIGN.md, "Group commit").
+	// flush. A record that finds a flusher idle for longer is sent at once.
+	// Zero or negative: no interval, a flusher sends as soon as it is free.
+	// A broker's cost is mostly per request and per partition batch, so
+	// fewer, larger requests cost less per record (docs/DESIGN.md, "Group
+	// commit").
 	FlushInterval time.Duration
 	// FlushBytes ends a pause early: once this many bytes are queued (keys,
 	// values and headers, as MaxPendingBytes counts them), a pausing
-	// flusher sends them at once. Under load a flush then carries
-	// about FlushBytes and clients stop waiting out the interval; at lower
-	// rates the interval still gathers. Zero or negative: a pause always
-	// lasts until FlushInterval.
+	// flusher sends them at once. Under load a flush then carries about
+	// FlushBytes and clients stop waiting out the interval; at lower rates
+	// the interval still gathers. Zero or negative: a pause always lasts
+	// until FlushInterval.
 	FlushBytes int
 	// MaxBatchBytes bounds one partition's record batch in one request
 	// (default 1 MiB, under Kafka's default message.max.bytes).
@@ -225,8 +225,8 @@ func (p *Producer) Produce(ctx context.Context, b *Batch) error {
 	}
 	p.queue = append(p.queue, b)
 	p.pendingBytes += b.bytes
-	if fb := p.cfg.FlushBytes; fb > 0 && p.pendingBytes >= fb && p.pendingBytes-b.bytes < fb {
-		p.signalFull()
+	if p.overFlushBytes() && p.pendingBytes-b.bytes < p.cfg.FlushBytes {
+		p.signalFull() // this batch took the queue across FlushBytes
 	}
 	p.cond.Signal()
 	p.mu.Unlock()
@@ -348,15 +348,37 @@ func (p *Producer) signalFull() {
 	}
 }
 
-// queueFull reports whether FlushBytes or more are queued: reason enough to
-// end a pause.
+// overFlushBytes reports whether FlushBytes or more are queued: reason
+// enough to end a pause. p.mu is held.
+func (p *Producer) overFlushBytes() bool {
+	return p.cfg.FlushBytes > 0 && p.pendingBytes >= p.cfg.FlushBytes
+}
+
+// queueFull is overFlushBytes for a caller not holding p.mu.
 func (p *Producer) queueFull() bool {
-	if p.cfg.FlushBytes <= 0 {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.pendingBytes >= p.cfg.FlushBytes
+	return p.overFlushBytes()
+}
+
+// pause waits until wait has passed, Close is called or a token says
+// FlushBytes may be queued, and reports whether it was the last (the caller
+// checks the queue: the token may be stale). t is the flusher's timer, made
+// on first use.
+func (p *Producer) pause(t **time.Timer, wait time.Duration) (full bool) {
+	if *t == nil {
+		*t = time.NewTimer(wait)
+	} else {
+		(*t).Reset(wait)
+	}
+	select {
+	case <-(*t).C:
+		return false
+	case <-p.stop:
+		return false
+	case <-p.full:
+		return true
+	}
 }
 
 // flushLoop is one flusher: take what is queued, send it, acknowledge it;
@@ -373,32 +395,15 @@ func (p *Producer) flushLoop() {
 		pause   *time.Timer
 	)
 	for {
-		cut := false // the pause ended because FlushBytes are queued
-		if wait := p.pauseFor(started); wait > 0 {
-			cut = p.queueFull()
-			if !cut {
-				if pause == nil {
-					pause = time.NewTimer(wait)
-				} else {
-					pause.Reset(wait)
-				}
-			}
-		paused:
-			for !cut {
-				select {
-				case <-pause.C:
-					break paused
-				case <-p.stop:
-					break paused
-				case <-p.full:
-					cut = p.queueFull()
-				}
-			}
+		cut := false // the pause ended on a FlushBytes token
+		if wait := p.pauseFor(started); wait > 0 && !p.queueFull() {
+			cut = p.pause(&pause, wait)
 		}
 		p.mu.Lock()
-		if cut && len(p.queue) == 0 && !p.closed {
-			// Another flusher took the queue first: pause for the rest of
-			// the interval.
+		if cut && !p.overFlushBytes() && !p.closed {
+			// The token was stale (the queue filled while no flusher
+			// paused and was taken since), or another flusher took the
+			// queue first: pause for the rest of the interval.
 			p.mu.Unlock()
 			continue
 		}
@@ -414,7 +419,7 @@ func (p *Producer) flushLoop() {
 		if len(p.queue) == 0 && len(f.batches) > 0 {
 			started = time.Now()
 		}
-		if p.cfg.FlushBytes > 0 && p.pendingBytes >= p.cfg.FlushBytes {
+		if p.overFlushBytes() {
 			p.signalFull() // what this flush could not take may end another's pause
 		}
 		p.mu.Unlock()

@@ -94,11 +94,11 @@ type Kafka struct {
 	// MaxInFlight is how many produce requests may be outstanding; while
 	// they are, new events gather into the next one (group commit).
 	MaxInFlight int `yaml:"max_in_flight"` // default 2
-	// FlushInterval is, unless flush_bytes wait sooner, the least time
-	// between two produce requests of one
-	// of the max_in_flight senders; events arriving meanwhile join the next
-	// request. An event that finds a sender idle goes at once. Fewer,
-	// larger requests cost the broker less per event.
+	// FlushInterval is the least time between two produce requests of one
+	// of the max_in_flight senders, unless flush_bytes wait sooner; events
+	// arriving meanwhile join the next request. An event that finds a
+	// sender idle goes at once. Fewer, larger requests cost the broker
+	// less per event.
 	FlushInterval time.Duration `yaml:"flush_interval"` // default 2ms, at most 1s
 	// FlushBytes ends a sender's flush_interval early once this many bytes
 	// of events wait: under load requests go out when full enough instead

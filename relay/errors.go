@@ -25,11 +25,6 @@ var (
 	// ErrTimeout means Kafka did not acknowledge within Batch.Timeout. The
 	// producer may still be reading the batch: drop it, do not reuse it.
 	ErrTimeout = errors.New("produce: kafka did not acknowledge in time")
-	// ErrAbandoned means a produce request was given up on (its context
-	// ended, its connection failed) while the Kafka client may still be
-	// encoding it from the batch's records: the batch, and the memory its
-	// records point into, must be dropped, not reused.
-	ErrAbandoned = errors.New("produce: request abandoned while the Kafka client may still read it")
 	// ErrClosed means the producer was closed before the records were sent.
 	ErrClosed = errors.New("produce: producer closed")
 	// ErrRecordTooLarge means a record can never be accepted by the broker;

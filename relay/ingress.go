@@ -185,7 +185,7 @@ func (in *Ingress) post(ctx *fasthttp.RequestCtx, start time.Time) int {
 		st.batch.Timeout = in.cfg.ProduceTimeout
 		err := in.cfg.Writer.Produce(context.Background(), &st.batch)
 		if err != nil {
-			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrAbandoned) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 				// The producer may still read st: leave it to the garbage collector.
 				in.cfg.Logger.Warn("kafka did not acknowledge", "err", err, "timeout", in.cfg.ProduceTimeout, "events", len(st.batch.Records))
 				return in.unavailable(ctx, "kafka too slow\n")

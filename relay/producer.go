@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	produceapi "github.com/segmentio/kafka-go/protocol/produce"
+	"github.com/segmentio/kafka-go/protocol/rawproduce"
 )
 
 // Record is one Kafka record to write. Its slices are read by the producer
@@ -442,6 +443,7 @@ type flush struct {
 	last     map[partKey]int // (topic, partition) → its latest round
 	byLeader map[int32][]*part
 	recs     []wireRecord
+	buf      []byte // the parts' encoded record batches, one flush's worth
 }
 
 type partKey struct {
@@ -455,34 +457,17 @@ type part struct {
 	partKey
 	bytes int
 	recs  []*wireRecord
-	next  int // read position, for protocol.RecordReader
-	err   error
+	// batch is the part's record batch, encoded into flush.buf[start:end]
+	// just before its request is sent; kafka-go copies it from there.
+	start, end int
+	batch      bytesReader
+	err        error
 }
 
-// ReadRecord implements protocol.RecordReader.
-func (pt *part) ReadRecord() (*protocol.Record, error) {
-	if pt.next == len(pt.recs) {
-		return nil, io.EOF
-	}
-	r := pt.recs[pt.next]
-	pt.next++
-	r.key.reset(r.src.Key)
-	r.val.reset(r.src.Value)
-	r.rec = protocol.Record{Time: r.src.Time, Headers: r.src.Headers, Value: &r.val}
-	if r.src.Key != nil {
-		r.rec.Key = &r.key
-	}
-	return &r.rec, nil
-}
-
-// wireRecord adapts a Record to kafka-go's protocol.Record without
-// allocating: its byte readers live inside it.
+// wireRecord is one record of a flush and the part that carries it.
 type wireRecord struct {
 	src  *Record
 	part int
-	rec  protocol.Record
-	key  bytesReader
-	val  bytesReader
 }
 
 // take moves queued batches into f, up to one request's worth. p.mu is held.
@@ -510,6 +495,7 @@ func (f *flush) take(p *Producer) {
 func (p *Producer) send(f *flush) {
 	start := time.Now()
 	f.group(p.cfg.MaxBatchBytes)
+	f.buf = f.buf[:0]
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout+time.Second)
 	defer cancel()
@@ -550,10 +536,10 @@ func (p *Producer) send(f *flush) {
 	}
 
 	// Acknowledge: a batch fails if any partition holding one of its
-	// records failed. If a request was handed to kafka-go and then given up
-	// on, kafka-go may still be encoding it from the batches' records and
-	// from f's scratch: those batches are told so (ErrAbandoned: their
-	// memory must not be reused), and f's scratch is dropped, not reused.
+	// records failed. The records were copied into f.buf before any request
+	// went out, so the batches are free once answered. If a request was
+	// handed to kafka-go and then given up on, kafka-go may still be copying
+	// it from f.buf: f's scratch is then dropped, not reused.
 	ri := 0
 	for _, b := range f.batches {
 		var err error
@@ -562,9 +548,6 @@ func (p *Producer) send(f *flush) {
 				err = e
 			}
 			ri++
-		}
-		if err != nil && f.abandoned {
-			err = fmt.Errorf("%w: %w", ErrAbandoned, err)
 		}
 		b.w.finish(err)
 	}
@@ -638,7 +621,7 @@ func (f *flush) group(maxBatch int) {
 				}
 				pi = len(f.parts) - 1
 				pt := &f.parts[pi]
-				pt.partKey, pt.bytes, pt.next, pt.err = k, 0, 0, nil
+				pt.partKey, pt.bytes, pt.err = k, 0, nil
 				pt.recs = pt.recs[:0]
 				f.index[k] = pi
 			}
@@ -671,6 +654,16 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 			continue
 		}
 		byLeader[leader] = append(byLeader[leader], pt)
+	}
+	// Encode every part of the round before any request goes out: the
+	// requests read f.buf concurrently, so it must not grow under them.
+	now := time.Now().UnixMilli()
+	for _, parts := range byLeader {
+		for _, pt := range parts {
+			pt.start = len(f.buf)
+			f.buf = appendRecordBatch(f.buf, pt.recs, now)
+			pt.end = len(f.buf)
+		}
 	}
 	leaders := 0
 	for _, parts := range byLeader {
@@ -712,20 +705,20 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 // roundTrip sends one produce request holding parts (all led by one
 // broker) and sets each part's err.
 func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error {
-	req := &produceapi.Request{
+	req := &rawproduce.Request{
 		Acks:    int16(kafka.RequireAll),
 		Timeout: int32(p.cfg.AckTimeout / time.Millisecond),
 	}
 	for _, pt := range parts {
-		pt.next = 0
-		rp := produceapi.RequestPartition{
+		pt.batch.reset(f.buf[pt.start:pt.end])
+		rp := rawproduce.RequestPartition{
 			Partition: pt.partition,
-			RecordSet: protocol.RecordSet{Version: 2, Records: pt},
+			RecordSet: protocol.RawRecordSet{Reader: &pt.batch},
 		}
 		if n := len(req.Topics); n > 0 && req.Topics[n-1].Topic == pt.topic {
 			req.Topics[n-1].Partitions = append(req.Topics[n-1].Partitions, rp)
 		} else {
-			req.Topics = append(req.Topics, produceapi.RequestTopic{Topic: pt.topic, Partitions: []produceapi.RequestPartition{rp}})
+			req.Topics = append(req.Topics, rawproduce.RequestTopic{Topic: pt.topic, Partitions: []rawproduce.RequestPartition{rp}})
 		}
 	}
 	m, err := p.cfg.Transport.RoundTrip(ctx, p.cfg.Addr, req)

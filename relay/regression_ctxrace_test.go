@@ -28,6 +28,9 @@ import (
 // flush. Under -race it is reported as a data race; without -race it is,
 // now and then, a nil-pointer panic in kafka-go's connection goroutine,
 // which kills the relay (seen: producer.go:311 r.key.reset on a nil r).
+// The producer now encodes record batches itself into f.buf before the
+// request goes out; the connection goroutine copies them from there
+// through f.parts[i].batch, which the flusher must likewise not reuse.
 // The scenario (a broker silent for longer than produce_timeout+1s while
 // a tenant's queued records exceed max_batch_bytes, which is what a
 // stalled broker makes happen) is run a few times because of the coin

@@ -430,6 +430,11 @@ func (p *Producer) flushLoop() {
 	}
 }
 
+// maxKeptBuf bounds the encoded batches' buffer a flusher keeps between
+// flushes: a flush under load is about FlushBytes, one that drains a
+// backlog up to MaxRequestBytes.
+const maxKeptBuf = 1 << 20
+
 // flush is one flusher's scratch space, reused from request to request.
 type flush struct {
 	// abandoned: a request of this flush was given up on while kafka-go
@@ -554,6 +559,9 @@ func (p *Producer) send(f *flush) {
 	if f.abandoned {
 		*f = flush{}
 		return
+	}
+	if cap(f.buf) > maxKeptBuf {
+		f.buf = nil // a backlog's flush: do not hold its size for good
 	}
 	clear(f.batches)
 	for i := range f.recs {

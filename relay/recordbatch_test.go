@@ -47,6 +47,7 @@ func TestAppendRecordBatchMatchesKafkaGo(t *testing.T) {
 	cases := map[string][]Record{
 		"one record":                      {{Key: []byte("acme"), Value: []byte(`{"a":1}`), Time: at}},
 		"no key, no headers, empty value": {{Value: []byte{}, Time: at}},
+		"empty key":                       {{Key: []byte{}, Value: []byte("v"), Time: at}},
 		"headers, nil and empty values": {{
 			Key: []byte("acme"), Value: []byte("v"), Time: at,
 			Headers: []kafka.Header{{Key: "relay-tenant", Value: []byte("acme")}, {Key: "nil", Value: nil}, {Key: "empty", Value: []byte{}}},

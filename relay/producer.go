@@ -1,10 +1,10 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -465,7 +465,7 @@ type part struct {
 	// batch is the part's record batch, encoded into flush.buf[start:end]
 	// just before its request is sent; kafka-go copies it from there.
 	start, end int
-	batch      bytesReader
+	batch      bytes.Reader
 	err        error
 }
 
@@ -666,17 +666,15 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 	// Encode every part of the round before any request goes out: the
 	// requests read f.buf concurrently, so it must not grow under them.
 	now := time.Now().UnixMilli()
-	for _, parts := range byLeader {
-		for _, pt := range parts {
-			pt.start = len(f.buf)
-			f.buf = appendRecordBatch(f.buf, pt.recs, now)
-			pt.end = len(f.buf)
-		}
-	}
 	leaders := 0
 	for _, parts := range byLeader {
 		if len(parts) > 0 {
 			leaders++
+		}
+		for _, pt := range parts {
+			pt.start = len(f.buf)
+			f.buf = appendRecordBatch(f.buf, pt.recs, now)
+			pt.end = len(f.buf)
 		}
 	}
 	if leaders == 1 {
@@ -718,7 +716,7 @@ func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error
 		Timeout: int32(p.cfg.AckTimeout / time.Millisecond),
 	}
 	for _, pt := range parts {
-		pt.batch.reset(f.buf[pt.start:pt.end])
+		pt.batch.Reset(f.buf[pt.start:pt.end])
 		rp := rawproduce.RequestPartition{
 			Partition: pt.partition,
 			RecordSet: protocol.RawRecordSet{Reader: &pt.batch},
@@ -820,34 +818,6 @@ func recordSize(r *Record) int {
 	}
 	return n
 }
-
-// bytesReader is a reusable protocol.Bytes over a byte slice.
-type bytesReader struct {
-	b []byte
-	i int
-}
-
-func (r *bytesReader) reset(b []byte) { r.b, r.i = b, 0 }
-
-func (r *bytesReader) Len() int { return len(r.b) - r.i }
-
-func (r *bytesReader) Read(p []byte) (int, error) {
-	if r.i >= len(r.b) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b[r.i:])
-	r.i += n
-	return n, nil
-}
-
-// WriteTo lets io.Copy skip its intermediate buffer.
-func (r *bytesReader) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(r.b[r.i:])
-	r.i += n
-	return int64(n), err
-}
-
-func (r *bytesReader) Close() error { return nil }
 
 // leaderCache maps topic partitions to their leader broker, from the
 // transport's cached metadata.

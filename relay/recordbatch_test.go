@@ -21,8 +21,13 @@ type kafkaGoRecords struct {
 	recs     []Record
 	next     int
 	rec      protocol.Record
-	key, val bytesReader
+	key, val readCloser
 }
+
+// readCloser is a reusable protocol.Bytes over a byte slice.
+type readCloser struct{ bytes.Reader }
+
+func (*readCloser) Close() error { return nil }
 
 func (k *kafkaGoRecords) ReadRecord() (*protocol.Record, error) {
 	if k.next == len(k.recs) {
@@ -30,8 +35,8 @@ func (k *kafkaGoRecords) ReadRecord() (*protocol.Record, error) {
 	}
 	r := &k.recs[k.next]
 	k.next++
-	k.key.reset(r.Key)
-	k.val.reset(r.Value)
+	k.key.Reset(r.Key)
+	k.val.Reset(r.Value)
 	k.rec = protocol.Record{Time: r.Time, Headers: r.Headers, Value: &k.val}
 	if r.Key != nil {
 		k.rec.Key = &k.key

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -21,9 +22,17 @@ type Module interface {
 	// committed and the event is handled again, possibly elsewhere.
 	//
 	// Handle may block as long as it needs: while it does, its partition
-	// is paused, and no other partition is.
+	// is paused, and no other partition is. When ctx ends with the cause
+	// ErrShuttingDown (context.Cause), the relay is stopping and waits for
+	// Handle, up to the drain period: work under way may finish. Any other
+	// end is a rebalance, and kafka-go holds every partition of this node
+	// until each Handle returned: stop at once.
 	Handle(ctx context.Context, ev *Event) error
 }
+
+// ErrShuttingDown is the cause (context.Cause) of the context given to
+// Module.Handle when it ends because the relay is stopping.
+var ErrShuttingDown = errors.New("delivery: shutting down")
 
 // Concurrent is implemented by modules that may handle several events of
 // one partition at once, giving up order within it. InFlight returns the

@@ -292,11 +292,11 @@ type worker struct {
 // loop handles queued events until the generation ends or stop is done.
 func (w *worker) loop(gctx, stop context.Context) {
 	// Handling ends with the generation (the partition may move to
-	// another member) and at shutdown; the module lets an attempt already
-	// under way finish.
-	ctx, cancel := context.WithCancel(gctx)
-	defer cancel()
-	defer context.AfterFunc(stop, cancel)()
+	// another member) and at shutdown, when the cause is ErrShuttingDown
+	// and a module may let an attempt already under way finish.
+	ctx, cancel := context.WithCancelCause(gctx)
+	defer cancel(nil)
+	defer context.AfterFunc(stop, func() { cancel(ErrShuttingDown) })()
 	win := newWindow()
 	defer win.wait()
 	var tr *tracker

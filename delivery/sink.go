@@ -348,12 +348,20 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 	}
 }
 
-// attempt POSTs ev to the instance once. It is not cut short by ctx: an
-// attempt under way at a shutdown or rebalance finishes (bounded by
-// Timeout), so that an instance never sees half a request from us.
+// attempt POSTs ev to the instance once, within Timeout. An attempt under
+// way at a shutdown finishes, so that an instance answering in time is not
+// sent the event again. At a rebalance it is cut short: kafka-go holds
+// every partition of this node until each worker returned, and a hanging
+// instance would stall every tenant here for up to Timeout. The event is
+// not committed then, and its next owner sends it again (same webhook-id).
 func (s *Sink) attempt(ctx context.Context, in *instance, ev *Event) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
+	defer context.AfterFunc(ctx, func() {
+		if !errors.Is(context.Cause(ctx), ErrShuttingDown) {
+			cancel()
+		}
+	})()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, in.url, bytes.NewReader(ev.Value))
 	if err != nil {
 		return &DeliveryError{Err: err}

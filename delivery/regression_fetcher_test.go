@@ -116,3 +116,103 @@ func TestRegressionFetcherStallsWhenItsPartitionsLeadersSplit(t *testing.T) {
 	}
 	require.True(t, ok(), fmt.Sprintf("events delivered after the leader change: partition 0 %d/2, partition 1 %d/2", mod.count(0), mod.count(1)))
 }
+
+// TestRegressionUnlistableOffsetStallsItsFetcher: a partition with no
+// committed offset needs ListOffsets before its first fetch. When that
+// failed for one partition (here LEADER_NOT_AVAILABLE for partition 1, a
+// tenant with no events yet), the fetcher backed off and retried forever
+// without fetching any of its partitions: the healthy partition 0 stopped
+// too, and the generation never ended. Now partition 0 flows meanwhile,
+// and partition 1 starts once its offsets can be listed.
+func TestRegressionUnlistableOffsetStallsItsFetcher(t *testing.T) {
+	const topic, group = "review.events", "review.offsets"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	tr := &kafka.Transport{MetadataTTL: 200 * time.Millisecond}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: 10 * time.Second, Transport: tr}
+	produce := func(p int, v string) {
+		t.Helper()
+		res, err := client.Produce(context.Background(), &kafka.ProduceRequest{
+			Topic: topic, Partition: p, RequiredAcks: kafka.RequireAll,
+			Records: kafka.NewRecordReader(kafka.Record{Value: kafka.NewBytes([]byte(v))}),
+		})
+		require.NoError(t, err)
+		require.NoError(t, res.Error)
+	}
+	run := func(mod Module) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(ctx, RuntimeConfig{
+				Brokers: c.ListenAddrs(), Group: group, Topic: topic, Module: mod,
+				CommitInterval: 100 * time.Millisecond, Drain: time.Second,
+				Metrics: NewRuntimeMetrics(prometheus.NewRegistry()), Logger: testLogger(),
+			})
+		}()
+		var once sync.Once
+		stop = func() { once.Do(func() { cancel(); <-done }) }
+		t.Cleanup(stop)
+		return stop
+	}
+	committed := func(p int) int64 {
+		res, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {p}}})
+		require.NoError(t, err)
+		for _, po := range res.Topics[topic] {
+			if po.Partition == p {
+				return po.CommittedOffset
+			}
+		}
+		return -1
+	}
+
+	// Partition 0 gets a committed offset; partition 1 stays without one.
+	first := &recordingModule{seen: map[int]int{}}
+	stop := run(first)
+	produce(0, "a0")
+	require.Eventually(t, func() bool { return committed(0) == 1 }, waitFor, 50*time.Millisecond)
+	stop()
+
+	var offline atomic.Bool
+	offline.Store(true)
+	c.ControlKey(int16(kmsg.ListOffsets), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.ListOffsetsRequest)
+		if !offline.Load() {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		hit := false
+		for _, rt := range req.Topics {
+			st := kmsg.NewListOffsetsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewListOffsetsResponseTopicPartition()
+				sp.Partition = rp.Partition
+				if rt.Topic == topic && rp.Partition == 1 {
+					sp.ErrorCode = int16(kafka.LeaderNotAvailable)
+					hit = true
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		if !hit {
+			return nil, nil, false
+		}
+		return resp, nil, true
+	})
+
+	second := &recordingModule{seen: map[int]int{}}
+	run(second)
+	produce(0, "b0")
+	produce(1, "b1")
+	require.Eventually(t, func() bool { return second.count(0) == 1 }, waitFor, 50*time.Millisecond,
+		"partition 0 flows while partition 1's offsets cannot be listed")
+	require.Zero(t, second.count(1))
+
+	offline.Store(false)
+	require.Eventually(t, func() bool { return second.count(1) == 1 }, waitFor, 50*time.Millisecond,
+		"partition 1 starts once its offsets can be listed")
+}

@@ -342,13 +342,19 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 		failures++
 		return sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second))
 	}
+	// A partition whose start offset cannot be listed yet is left out of
+	// the fetches, and tried again with a backoff, while the others go on.
+	var resolveFailures int
+	var resolveAt time.Time // when to try the unresolved partitions again
 	for ctx.Err() == nil {
-		if err := f.resolveOffsets(ctx); err != nil {
-			f.run.log.Warn("resolving start offsets", "err", err)
-			if !backoff() {
-				return
+		if !time.Now().Before(resolveAt) {
+			if err := f.resolveOffsets(ctx); err != nil {
+				resolveFailures++
+				resolveAt = time.Now().Add(min(time.Duration(resolveFailures)*200*time.Millisecond, 5*time.Second))
+				f.run.log.Warn("resolving start offsets; those partitions wait, the others are fetched", "err", err)
+			} else {
+				resolveFailures = 0
 			}
-			continue
 		}
 		req := &fetchapi.Request{
 			ReplicaID: -1, MaxWaitTime: int32(cfg.FetchMaxWait / time.Millisecond), MinBytes: 1,
@@ -356,8 +362,8 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 		}
 		topic := fetchapi.RequestTopic{Topic: cfg.Topic}
 		for _, ps := range f.parts {
-			if len(ps.queue) > cap(ps.queue)/2 {
-				continue // its worker is busy or paused: no fetching for it
+			if ps.next < 0 || len(ps.queue) > cap(ps.queue)/2 {
+				continue // start offset unknown yet, or its worker is busy or paused
 			}
 			topic.Partitions = append(topic.Partitions, fetchapi.RequestPartition{
 				Partition: int32(ps.id), CurrentLeaderEpoch: -1, FetchOffset: ps.next,
@@ -365,10 +371,8 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 			})
 		}
 		if len(topic.Partitions) == 0 {
-			select {
-			case <-ctx.Done():
+			if !f.waitRoom(ctx, resolveFailures > 0, resolveAt) {
 				return
-			case <-f.room:
 			}
 			continue
 		}
@@ -406,6 +410,25 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 			return
 		}
 	}
+}
+
+// waitRoom waits, with nothing to fetch, until a queue has room again or
+// (when retry is set) the unresolved partitions' next try is due; false
+// when ctx ended.
+func (f *fetcher) waitRoom(ctx context.Context, retry bool, at time.Time) bool {
+	var due <-chan time.Time
+	if retry {
+		t := time.NewTimer(time.Until(at))
+		defer t.Stop()
+		due = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-f.room:
+	case <-due:
+	}
+	return true
 }
 
 // maxFetchFailures is how many fetches in a row may fail before the
@@ -480,7 +503,8 @@ func (f *fetcher) part(id int) *partState {
 	return nil
 }
 
-// resolveOffsets turns FirstOffset or LastOffset into offsets.
+// resolveOffsets turns FirstOffset or LastOffset into offsets, for every
+// partition whose offsets the broker lists; it reports the others.
 func (f *fetcher) resolveOffsets(ctx context.Context) error {
 	var reqs []kafka.OffsetRequest
 	for _, ps := range f.parts {
@@ -496,19 +520,24 @@ func (f *fetcher) resolveOffsets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, p := range res.Topics[topic] {
 		ps := f.part(p.Partition)
 		if ps == nil || ps.next >= 0 {
 			continue
 		}
 		if p.Error != nil {
-			return p.Error
+			errs = append(errs, fmt.Errorf("partition %d: %w", p.Partition, p.Error))
+			continue
 		}
 		if ps.next == kafka.LastOffset {
 			ps.next = p.LastOffset
 		} else {
 			ps.next = p.FirstOffset
 		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	for _, ps := range f.parts {
 		if ps.next < 0 {

@@ -42,3 +42,24 @@ func TestRetryAfter_Honoured(t *testing.T) {
 	require.Len(t, inst.attemptsOf(evs[1].ID), 1)
 	require.Equal(t, float64(1), r.gauge("relay_delivery_retries_total"))
 }
+
+// Regression: Retry-After was honoured without bound, so an instance
+// answering "Retry-After: 3600" held its partition for an hour however
+// old the event was. The wait now ends at max_age, and the event goes to
+// the dead-letter topic then.
+func TestRetryAfterNeverPastMaxAge(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
+		w.Header().Set("Retry-After", "3600")
+		return http.StatusServiceUnavailable
+	})
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+	e.start("relay.test.retry-after-max-age", func(c *SinkConfig) { c.MaxAge = 2 * time.Second }, nil)
+	var dls []DeadLetter
+	require.Eventually(t, func() bool { dls = e.deadLetters("acme"); return len(dls) == 1 }, waitFor, 50*time.Millisecond,
+		"dead-lettered once max_age passed")
+	require.Contains(t, dls[0].Reason, "max_age")
+	require.Equal(t, 1, inst.count(), "no second attempt within the hour asked for")
+}

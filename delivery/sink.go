@@ -338,6 +338,11 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			// RetryMax (which bounds only our own backoff).
 			delay = de.RetryAfter
 		}
+		if born := ev.ageOrigin(); !born.IsZero() {
+			// Never past max_age: the event is dead-lettered then, not
+			// held for as long as an instance asks.
+			delay = min(delay, max(s.cfg.MaxAge-time.Since(born), 0))
+		}
 		if m := s.cfg.Metrics; m != nil {
 			m.retries.Inc()
 		}

@@ -19,7 +19,8 @@ type Module interface {
 	// given up on and dead-lettered. It returns nil then, and the runtime
 	// commits past the event. A non-nil error means it could not finish,
 	// e.g. ctx ended at a rebalance or shutdown: the offset is not
-	// committed and the event is handled again, possibly elsewhere.
+	// committed and the event is handled again, possibly elsewhere. While
+	// ctx is alive, the runtime hands the same event again after a backoff.
 	//
 	// Handle may block as long as it needs: while it does, its partition
 	// is paused, and no other partition is. When ctx ends with the cause

@@ -136,12 +136,13 @@ type genRun struct {
 
 	mu      sync.Mutex
 	pending map[int]int64 // partition → next offset to commit
+	marked  map[int]int64 // partition → highest offset marked in this generation
 	drained sync.WaitGroup
 	final   chan struct{} // closed after the last commit
 }
 
 func newGenRun(cfg *RuntimeConfig, client *kafka.Client, gen *kafka.Generation, log *slog.Logger) *genRun {
-	return &genRun{cfg: cfg, client: client, gen: gen, log: log, pending: map[int]int64{}, final: make(chan struct{})}
+	return &genRun{cfg: cfg, client: client, gen: gen, log: log, pending: map[int]int64{}, marked: map[int]int64{}, final: make(chan struct{})}
 }
 
 // start launches one worker per partition, one fetcher per leader broker
@@ -201,10 +202,15 @@ func (g *genRun) leaders(ctx context.Context, parts []kafka.PartitionAssignment)
 	return out
 }
 
-// mark records that everything before next is done in partition.
+// mark records that everything before next is done in partition. With a
+// window above 1, two handlers may mark in the reverse order of their
+// commit points; the lower one is ignored, so commits never go back.
 func (g *genRun) mark(partition int, next int64) {
 	g.mu.Lock()
-	g.pending[partition] = next
+	if last, ok := g.marked[partition]; !ok || next > last {
+		g.marked[partition] = next
+		g.pending[partition] = next
+	}
 	g.mu.Unlock()
 }
 
@@ -560,11 +566,23 @@ func (w *worker) dispatch(ctx context.Context, win *window, tr *tracker, ev *Eve
 	tr.add(ev.Offset)
 	handle := func() {
 		defer win.release()
-		start := time.Now()
-		err := w.run.cfg.Module.Handle(ctx, ev)
-		w.run.cfg.Metrics.handled(w.run.cfg.Module.Name(), err, time.Since(start))
-		if err != nil {
-			return // not done: not committed, handled again later
+		for failures := 1; ; failures++ {
+			start := time.Now()
+			err := w.run.cfg.Module.Handle(ctx, ev)
+			w.run.cfg.Metrics.handled(w.run.cfg.Module.Name(), err, time.Since(start))
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return // not done: not committed, handled again by the next owner
+			}
+			// The module could not finish, yet the partition is still
+			// ours: hand it the same event again. Moving on would handle
+			// later events first and hold the commit point here for good.
+			w.run.log.Warn("module could not finish an event; handing it again", "partition", w.ps.id, "offset", ev.Offset, "err", err)
+			if !sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)) {
+				return
+			}
 		}
 		if next, ok := tr.done(ev.Offset); ok {
 			w.run.mark(w.ps.id, next)

@@ -1,0 +1,104 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// flakyModule fails the event at failOffset once with its context alive,
+// as a module hitting a transient error would, and records what it was
+// handed, in order.
+type flakyModule struct {
+	mu         sync.Mutex
+	failOffset int64
+	failed     bool
+	handled    []int64
+}
+
+func (m *flakyModule) Name() string { return "flaky" }
+
+func (m *flakyModule) Handle(_ context.Context, ev *Event) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handled = append(m.handled, ev.Offset)
+	if ev.Offset == m.failOffset && !m.failed {
+		m.failed = true
+		return errors.New("transient")
+	}
+	return nil
+}
+
+func (m *flakyModule) seen() []int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]int64(nil), m.handled...)
+}
+
+// Regression: a module error with the context still alive made the worker
+// move on to the next event. The failed event was never handed again in
+// that generation (later events went first), the commit point stayed
+// behind it, and the tracker grew by an entry per later event.
+func TestRegressionModuleErrorHandsTheEventAgain(t *testing.T) {
+	const topic, group = "flaky.events", "flaky.group"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	tr := &kafka.Transport{MetadataTTL: 200 * time.Millisecond}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: 10 * time.Second, Transport: tr}
+	var recs []kafka.Record
+	for _, v := range []string{"e0", "e1", "e2", "e3", "e4"} {
+		recs = append(recs, kafka.Record{Value: kafka.NewBytes([]byte(v))})
+	}
+	res, err := client.Produce(context.Background(), &kafka.ProduceRequest{
+		Topic: topic, Partition: 0, RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs...),
+	})
+	require.NoError(t, err)
+	require.NoError(t, res.Error)
+
+	mod := &flakyModule{failOffset: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, RuntimeConfig{
+			Brokers: c.ListenAddrs(), Group: group, Topic: topic, Module: mod,
+			CommitInterval: 50 * time.Millisecond, Drain: time.Second,
+			Metrics: NewRuntimeMetrics(prometheus.NewRegistry()), Logger: testLogger(),
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	committed := func() int64 {
+		res, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {0}}})
+		require.NoError(t, err)
+		for _, p := range res.Topics[topic] {
+			return p.CommittedOffset
+		}
+		return -1 // the group has not committed yet
+	}
+	require.Eventually(t, func() bool { return committed() == 5 }, waitFor, 20*time.Millisecond, "every event committed")
+	require.Equal(t, []int64{0, 1, 1, 2, 3, 4}, mod.seen(), "offset 1 handed again before offset 2")
+}
+
+// With a window above 1, handlers may mark their commit points in reverse
+// order; the lower mark must not replace the higher one.
+func TestMarkNeverGoesBack(t *testing.T) {
+	g := newGenRun(&RuntimeConfig{}, nil, nil, testLogger())
+	g.mark(0, 12)
+	g.mark(0, 11)
+	g.mark(1, 3)
+	require.Equal(t, map[int]int64{0: 12, 1: 3}, g.pending)
+	clear(g.pending) // as a commit does
+	g.mark(0, 11)
+	require.Empty(t, g.pending, "a commit point below the one already committed")
+	g.mark(0, 13)
+	require.Equal(t, map[int]int64{0: 13}, g.pending)
+}

@@ -643,74 +643,96 @@ func (f *flush) group(maxBatch int) {
 }
 
 // sendRound sends the parts of one round, one request per leader broker,
-// concurrently, and records each part's outcome.
+// concurrently, and records each part's outcome; it returns the first
+// part's error.
+//
+// kafka-go routes a produce request by its own cached metadata and refuses
+// one whose partitions it sees led by different brokers, before sending
+// anything. After a leader moved, its metadata and the leader cache may
+// disagree for a moment: the parts of such a request are sent once more,
+// grouped by the refreshed cache, rather than failing every partition
+// that shared the request with the one that moved.
 func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
-	byLeader := f.byLeader
-	for k, v := range byLeader {
-		byLeader[k] = v[:0]
-	}
-	var firstErr error
-	for i := range f.parts {
-		pt := &f.parts[i]
-		if pt.round != round || pt.err != nil {
-			continue
-		}
-		leader, err := p.leaders.leader(ctx, pt.topic, pt.partition)
-		if err != nil {
-			pt.err = err
-			firstErr = err
-			continue
-		}
-		byLeader[leader] = append(byLeader[leader], pt)
-	}
+	p.route(ctx, f, func(pt *part) bool { return pt.round == round && pt.err == nil })
 	// Encode every part of the round before any request goes out: the
 	// requests read f.buf concurrently, so it must not grow under them.
+	// A part sent once more keeps its bytes.
 	now := time.Now().UnixMilli()
-	leaders := 0
-	for _, parts := range byLeader {
-		if len(parts) > 0 {
-			leaders++
-		}
+	for _, parts := range f.byLeader {
 		for _, pt := range parts {
 			pt.start = len(f.buf)
 			f.buf = appendRecordBatch(f.buf, pt.recs, now)
 			pt.end = len(f.buf)
 		}
 	}
-	if leaders == 1 {
-		for _, parts := range byLeader {
-			if len(parts) == 0 {
-				continue
-			}
-			if err := p.roundTrip(ctx, f, parts); err != nil && firstErr == nil {
-				firstErr = err
-			}
+	p.sendToLeaders(ctx, f)
+
+	misrouted := func(pt *part) bool { return pt.round == round && errors.Is(pt.err, errMisrouted) }
+	for i := range f.parts {
+		if misrouted(&f.parts[i]) {
+			p.leaders.invalidate()
+			p.route(ctx, f, func(pt *part) bool {
+				if !misrouted(pt) {
+					return false
+				}
+				pt.err = nil
+				return true
+			})
+			p.sendToLeaders(ctx, f)
+			break
 		}
-		return firstErr
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, parts := range byLeader {
-		if len(parts) == 0 {
+	for i := range f.parts {
+		if pt := &f.parts[i]; pt.round == round && pt.err != nil {
+			return pt.err
+		}
+	}
+	return nil
+}
+
+// route lays out the parts pick selects by leader broker in f.byLeader; a
+// part whose leader is unknown gets the error.
+func (p *Producer) route(ctx context.Context, f *flush, pick func(*part) bool) {
+	for k, v := range f.byLeader {
+		f.byLeader[k] = v[:0]
+	}
+	for i := range f.parts {
+		pt := &f.parts[i]
+		if !pick(pt) {
 			continue
 		}
-		wg.Go(func() {
-			if err := p.roundTrip(ctx, f, parts); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		})
+		leader, err := p.leaders.leader(ctx, pt.topic, pt.partition)
+		if err != nil {
+			pt.err = err
+			continue
+		}
+		f.byLeader[leader] = append(f.byLeader[leader], pt)
+	}
+}
+
+// sendToLeaders sends f.byLeader's parts, one request per leader,
+// concurrently when there are several.
+func (p *Producer) sendToLeaders(ctx context.Context, f *flush) {
+	var wg sync.WaitGroup
+	var first []*part // sent on this goroutine: usually the only request
+	for _, parts := range f.byLeader {
+		switch {
+		case len(parts) == 0:
+		case first == nil:
+			first = parts
+		default:
+			wg.Go(func() { p.roundTrip(ctx, f, parts) })
+		}
+	}
+	if first != nil {
+		p.roundTrip(ctx, f, first)
 	}
 	wg.Wait()
-	return firstErr
 }
 
 // roundTrip sends one produce request holding parts (all led by one
 // broker) and sets each part's err.
-func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error {
+func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) {
 	req := &rawproduce.Request{
 		Acks:    int16(kafka.RequireAll),
 		Timeout: int32(p.cfg.AckTimeout / time.Millisecond),
@@ -729,15 +751,20 @@ func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error
 	}
 	m, err := p.cfg.Transport.RoundTrip(ctx, p.cfg.Addr, req)
 	if err != nil {
-		// kafka-go may have handed the request to a connection that is
-		// still writing it: see send.
-		f.markAbandoned()
-		err = fmt.Errorf("produce: %w", err)
+		if refused := (*rawproduce.Error)(nil); errors.As(err, &refused) {
+			// kafka-go would not route it (see sendRound): nothing was sent.
+			err = fmt.Errorf("produce: %w: %w", errMisrouted, err)
+		} else {
+			// kafka-go may have handed the request to a connection that
+			// is still writing it: see send.
+			f.markAbandoned()
+			err = fmt.Errorf("produce: %w", err)
+		}
 		for _, pt := range parts {
 			pt.err = err
 		}
 		p.leaders.invalidate()
-		return err
+		return
 	}
 	res, ok := m.(*produceapi.Response)
 	if !ok {
@@ -745,7 +772,7 @@ func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error
 		for _, pt := range parts {
 			pt.err = err
 		}
-		return err
+		return
 	}
 	// Mark every part unanswered, then set the outcome of each the broker
 	// answered for. Answers usually come in request order; a map is built
@@ -753,7 +780,7 @@ func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error
 	for _, pt := range parts {
 		pt.err = errUnanswered
 	}
-	var firstErr error
+	failed := false
 	var byKey map[partKey]*part
 	i := 0
 	for _, t := range res.Topics {
@@ -771,34 +798,35 @@ func (p *Producer) roundTrip(ctx context.Context, f *flush, parts []*part) error
 				pt = byKey[partKey{topic: t.Topic, partition: rp.Partition}]
 			}
 			i++
-			if pt == nil {
-				continue
-			}
-			pt.err = nil
-			if rp.ErrorCode != 0 {
+			switch {
+			case pt == nil:
+			case rp.ErrorCode != 0:
+				// Even after a success for the same partition: an answer
+				// naming a partition twice is not to be trusted.
 				pt.err = produceError(t.Topic, rp.Partition, kafka.Error(rp.ErrorCode))
-				if firstErr == nil {
-					firstErr = pt.err
-				}
+				failed = true
+			case pt.err == errUnanswered:
+				pt.err = nil
 			}
 		}
 	}
 	for _, pt := range parts {
 		if pt.err == errUnanswered {
 			pt.err = fmt.Errorf("produce %s/%d: no answer for the partition", pt.topic, pt.partition)
-			if firstErr == nil {
-				firstErr = pt.err
-			}
+			failed = true
 		}
 	}
-	if firstErr != nil {
+	if failed {
 		p.leaders.invalidate()
 	}
-	return firstErr
 }
 
-// errUnanswered marks a part the broker's answer did not mention.
-var errUnanswered = errors.New("no answer for the partition")
+var (
+	// errUnanswered marks a part the broker's answer did not mention.
+	errUnanswered = errors.New("no answer for the partition")
+	// errMisrouted marks a part of a request kafka-go refused to route.
+	errMisrouted = errors.New("leaders moved")
+)
 
 // produceError wraps a partition's error code; a record too large for the
 // broker also matches ErrRecordTooLarge, since retrying cannot help it.

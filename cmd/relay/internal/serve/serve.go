@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/relaymw/relay/cmd/relay/internal/config"
 	"github.com/relaymw/relay/delivery"
@@ -96,7 +95,7 @@ type server struct {
 	reg     *prometheus.Registry
 	version string
 
-	broker    *kfake.Cluster
+	broker    *embeddedBroker
 	transport *kafka.Transport
 	admin     *tenant.Admin
 	registry  *tenant.Registry

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/relaymw/relay/delivery"
@@ -18,7 +19,17 @@ import (
 func (s *server) runDelivery(ctx context.Context) {
 	cfg := s.cfg
 	log := s.logger.With("component", "delivery")
+	// The metrics exist from the start, so that dashboards and alerts see
+	// zeros and the wait below rather than no data.
+	sinkMetrics, runtimeMetrics := delivery.NewSinkMetrics(s.reg), delivery.NewRuntimeMetrics(s.reg)
+	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "relay_delivery_waiting_for_client_cert",
+		Help: "1 while delivery waits for the relay's client certificate files to exist.",
+	})
+	s.reg.MustRegister(waiting)
+	waiting.Set(1)
 	tlsClient, err := s.waitClientCert(ctx, log)
+	waiting.Set(0)
 	if err != nil {
 		return
 	}
@@ -37,7 +48,7 @@ func (s *server) runDelivery(ctx context.Context) {
 		RetryMax:     cfg.Delivery.RetryMax,
 		Breaker:      delivery.BreakerConfig{Failures: cfg.Delivery.Breaker.Failures, OpenFor: cfg.Delivery.Breaker.OpenFor},
 		UserAgent:    "relay/" + s.version,
-		Metrics:      delivery.NewSinkMetrics(s.reg),
+		Metrics:      sinkMetrics,
 		Logger:       log,
 	})
 	if err != nil {
@@ -55,7 +66,7 @@ func (s *server) runDelivery(ctx context.Context) {
 		CommitInterval: cfg.Delivery.CommitInterval,
 		// The whole shutdown must fit the grace period: drain, commit, leave.
 		Drain:   max(cfg.Shutdown.GracePeriod/2, time.Second),
-		Metrics: delivery.NewRuntimeMetrics(s.reg),
+		Metrics: runtimeMetrics,
 		Logger:  log,
 	})
 	if err != nil {

@@ -116,6 +116,7 @@ type Sink struct {
 
 	mu      sync.Mutex
 	tenants map[string]*instance
+	pruned  *tenant.Snapshot // the tenants file the map was last pruned to
 }
 
 var (
@@ -165,8 +166,12 @@ type instance struct {
 // instanceFor returns t's delivery state, rebuilding it if t changed.
 func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 	fp := t.Fingerprint()
+	snap := s.cfg.Tenants.Snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if snap != s.pruned {
+		s.pruneLocked(snap)
+	}
 	if in := s.tenants[t.ID]; in != nil && in.fingerprint == fp {
 		return in, nil
 	}
@@ -220,6 +225,26 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 	s.tenants[t.ID] = in
 	s.countSuspendedLocked() // the replaced state may have been suspended
 	return in, nil
+}
+
+// pruneLocked forgets the tenants snap no longer has: their idle
+// connections, breakers and breaker series. s.mu is held.
+func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
+	s.pruned = snap
+	if snap == nil {
+		return
+	}
+	for id, in := range s.tenants {
+		if snap.Tenant(id) != nil {
+			continue
+		}
+		in.transport.CloseIdleConnections()
+		delete(s.tenants, id)
+		if m := s.cfg.Metrics; m != nil {
+			m.breaker.DeleteLabelValues(id)
+		}
+	}
+	s.countSuspendedLocked()
 }
 
 // Handle implements Module: deliver ev, retrying, pausing while the

@@ -93,3 +93,51 @@ func TestTenants_UnknownTenantWaitsForANewerFile(t *testing.T) {
 	require.Equal(t, []string{evs[0].ID, evs[1].ID}, inst.delivered())
 	require.Empty(t, e.deadLetters("globex"))
 }
+
+// A tenant removed from the tenants file leaves nothing behind in the
+// sink: its connections, breaker and breaker series go once the sink
+// next looks a tenant up. (They stayed for good, and dashboards showed
+// the removed tenant's breaker forever.)
+func TestTenants_RemovedTenantForgotten(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 2)
+	instA := newInstance(t, e.ca, e.caFile, answer(200))
+	instB := newInstance(t, e.ca, e.caFile, answer(200))
+	a := tenantConf{ID: "acme", Account: "1", URL: instA.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	b := tenantConf{ID: "globex", Account: "2", URL: instB.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(a, b)
+	pA, pB := e.partition("acme"), e.partition("globex")
+	e.produce(pA, simpleEvents("acme", "1", "acme-1", 1)...)
+	e.produce(pB, simpleEvents("globex", "2", "globex-1", 1)...)
+	r := e.start("relay.test.removed", nil, nil)
+	instA.waitDelivered(1)
+	instB.waitDelivered(1)
+	breakerSeries := func() []string {
+		mfs, err := r.metrics.Gather()
+		require.NoError(t, err)
+		var tenants []string
+		for _, mf := range mfs {
+			if mf.GetName() != "relay_delivery_breaker_state" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "tenant" {
+						tenants = append(tenants, l.GetValue())
+					}
+				}
+			}
+		}
+		return tenants
+	}
+	require.ElementsMatch(t, []string{"acme", "globex"}, breakerSeries())
+
+	e.setTenants(a)
+	e.produce(pA, simpleEvents("acme", "1", "acme-2", 1)...)
+	instA.waitDelivered(2)
+	require.Equal(t, []string{"acme"}, breakerSeries())
+	r.sink.mu.Lock()
+	defer r.sink.mu.Unlock()
+	require.Len(t, r.sink.tenants, 1)
+	require.NotNil(t, r.sink.tenants["acme"])
+}

@@ -670,3 +670,65 @@ func metaFixtures(t *testing.T) []fixture {
 	}
 	return out
 }
+
+// bareCluster is a one-broker kfake cluster with one topic, for tests of
+// the runtime with a module of their own (no sink, no instances).
+type bareCluster struct {
+	t      *testing.T
+	c      *kfake.Cluster
+	client *kafka.Client
+	topic  string
+}
+
+func newBareCluster(t *testing.T, topic string, partitions int32) *bareCluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	tr := &kafka.Transport{MetadataTTL: 200 * time.Millisecond}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &bareCluster{t: t, c: c, topic: topic, client: &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: 10 * time.Second, Transport: tr}}
+}
+
+// produce writes values to partition p, in order.
+func (b *bareCluster) produce(p int, values ...string) {
+	b.t.Helper()
+	recs := make([]kafka.Record, len(values))
+	for i, v := range values {
+		recs[i] = kafka.Record{Value: kafka.NewBytes([]byte(v))}
+	}
+	res, err := b.client.Produce(context.Background(), &kafka.ProduceRequest{
+		Topic: b.topic, Partition: p, RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs...),
+	})
+	require.NoError(b.t, err)
+	require.NoError(b.t, res.Error)
+}
+
+// run runs the runtime with mod in group until stop (or the test's end).
+func (b *bareCluster) run(group string, mod Module) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, RuntimeConfig{
+			Brokers: b.c.ListenAddrs(), Group: group, Topic: b.topic, Module: mod,
+			CommitInterval: 50 * time.Millisecond, Drain: time.Second,
+			Metrics: NewRuntimeMetrics(prometheus.NewRegistry()), Logger: testLogger(),
+		})
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	b.t.Cleanup(stop)
+	return stop
+}
+
+// committed returns group's committed offset of partition p, -1 if none.
+func (b *bareCluster) committed(group string, p int) int64 {
+	res, err := b.client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{b.topic: {p}}})
+	require.NoError(b.t, err)
+	for _, po := range res.Topics[b.topic] {
+		if po.Partition == p {
+			return po.CommittedOffset
+		}
+	}
+	return -1
+}

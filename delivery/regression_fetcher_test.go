@@ -126,52 +126,13 @@ func TestRegressionFetcherStallsWhenItsPartitionsLeadersSplit(t *testing.T) {
 // and partition 1 starts once its offsets can be listed.
 func TestRegressionUnlistableOffsetStallsItsFetcher(t *testing.T) {
 	const topic, group = "review.events", "review.offsets"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	tr := &kafka.Transport{MetadataTTL: 200 * time.Millisecond}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: 10 * time.Second, Transport: tr}
-	produce := func(p int, v string) {
-		t.Helper()
-		res, err := client.Produce(context.Background(), &kafka.ProduceRequest{
-			Topic: topic, Partition: p, RequiredAcks: kafka.RequireAll,
-			Records: kafka.NewRecordReader(kafka.Record{Value: kafka.NewBytes([]byte(v))}),
-		})
-		require.NoError(t, err)
-		require.NoError(t, res.Error)
-	}
-	run := func(mod Module) (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- Run(ctx, RuntimeConfig{
-				Brokers: c.ListenAddrs(), Group: group, Topic: topic, Module: mod,
-				CommitInterval: 100 * time.Millisecond, Drain: time.Second,
-				Metrics: NewRuntimeMetrics(prometheus.NewRegistry()), Logger: testLogger(),
-			})
-		}()
-		var once sync.Once
-		stop = func() { once.Do(func() { cancel(); <-done }) }
-		t.Cleanup(stop)
-		return stop
-	}
-	committed := func(p int) int64 {
-		res, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {p}}})
-		require.NoError(t, err)
-		for _, po := range res.Topics[topic] {
-			if po.Partition == p {
-				return po.CommittedOffset
-			}
-		}
-		return -1
-	}
+	b := newBareCluster(t, topic, 2)
+	c := b.c
 
 	// Partition 0 gets a committed offset; partition 1 stays without one.
-	first := &recordingModule{seen: map[int]int{}}
-	stop := run(first)
-	produce(0, "a0")
-	require.Eventually(t, func() bool { return committed(0) == 1 }, waitFor, 50*time.Millisecond)
+	stop := b.run(group, &recordingModule{seen: map[int]int{}})
+	b.produce(0, "a0")
+	require.Eventually(t, func() bool { return b.committed(group, 0) == 1 }, waitFor, 50*time.Millisecond)
 	stop()
 
 	var offline atomic.Bool
@@ -205,9 +166,9 @@ func TestRegressionUnlistableOffsetStallsItsFetcher(t *testing.T) {
 	})
 
 	second := &recordingModule{seen: map[int]int{}}
-	run(second)
-	produce(0, "b0")
-	produce(1, "b1")
+	b.run(group, second)
+	b.produce(0, "b0")
+	b.produce(1, "b1")
 	require.Eventually(t, func() bool { return second.count(0) == 1 }, waitFor, 50*time.Millisecond,
 		"partition 0 flows while partition 1's offsets cannot be listed")
 	require.Zero(t, second.count(1))

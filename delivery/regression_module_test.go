@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // flakyModule fails the event at failOffset once with its context alive,
@@ -47,44 +44,12 @@ func (m *flakyModule) seen() []int64 {
 // that generation (later events went first), the commit point stayed
 // behind it, and the tracker grew by an entry per later event.
 func TestRegressionModuleErrorHandsTheEventAgain(t *testing.T) {
-	const topic, group = "flaky.events", "flaky.group"
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	tr := &kafka.Transport{MetadataTTL: 200 * time.Millisecond}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: 10 * time.Second, Transport: tr}
-	var recs []kafka.Record
-	for _, v := range []string{"e0", "e1", "e2", "e3", "e4"} {
-		recs = append(recs, kafka.Record{Value: kafka.NewBytes([]byte(v))})
-	}
-	res, err := client.Produce(context.Background(), &kafka.ProduceRequest{
-		Topic: topic, Partition: 0, RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs...),
-	})
-	require.NoError(t, err)
-	require.NoError(t, res.Error)
-
+	const group = "flaky.group"
+	b := newBareCluster(t, "flaky.events", 1)
+	b.produce(0, "e0", "e1", "e2", "e3", "e4")
 	mod := &flakyModule{failOffset: 1}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, RuntimeConfig{
-			Brokers: c.ListenAddrs(), Group: group, Topic: topic, Module: mod,
-			CommitInterval: 50 * time.Millisecond, Drain: time.Second,
-			Metrics: NewRuntimeMetrics(prometheus.NewRegistry()), Logger: testLogger(),
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-
-	committed := func() int64 {
-		res, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: {0}}})
-		require.NoError(t, err)
-		for _, p := range res.Topics[topic] {
-			return p.CommittedOffset
-		}
-		return -1 // the group has not committed yet
-	}
-	require.Eventually(t, func() bool { return committed() == 5 }, waitFor, 20*time.Millisecond, "every event committed")
+	b.run(group, mod)
+	require.Eventually(t, func() bool { return b.committed(group, 0) == 5 }, waitFor, 20*time.Millisecond, "every event committed")
 	require.Equal(t, []int64{0, 1, 1, 2, 3, 4}, mod.seen(), "offset 1 handed again before offset 2")
 }
 

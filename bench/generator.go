@@ -366,6 +366,9 @@ func (g *generator) finish(ctx context.Context, measured bool, start time.Time, 
 	}
 	g.completed.Add(1)
 	if !measured {
+		// Sent during the warmup: no latency or status, but a completion
+		// inside the window is throughput like any other.
+		g.rec.Completed(done, err != nil || status < 200 || status > 299)
 		return
 	}
 	if err != nil {

@@ -99,6 +99,20 @@ func (r *Recorder) RecordError(done time.Time, err error) {
 	r.mu.Unlock()
 }
 
+// Completed counts, in the throughput and the series' request counts only,
+// a request sent before the window (warmup) that completed at done. Its
+// latency and status are not recorded: those are the window's requests'.
+func (r *Recorder) Completed(done time.Time, failed bool) {
+	r.mu.Lock()
+	if p := r.pointLocked(done); p != nil {
+		p.Requests++
+		if failed {
+			p.Errors++
+		}
+	}
+	r.mu.Unlock()
+}
+
 // pointLocked returns the series point for a completion at done, closing
 // the seconds before it, or nil when done lies outside the window.
 func (r *Recorder) pointLocked(done time.Time) *Point {

@@ -24,11 +24,13 @@ type Result struct {
 	WarmupS   float64   `json:"warmup_s"`   // unrecorded warmup before Start
 	DurationS float64   `json:"duration_s"` // length of the measured window
 
-	// Requests counts recorded requests: responses of any status and
-	// transport errors. Warmup requests are not recorded.
+	// Requests counts recorded requests: those sent (open loop: scheduled)
+	// in the measured window, answered with any status or failed. Warmup
+	// requests are not recorded.
 	Requests int64 `json:"requests"`
 	// RequestsPerSec is the number of requests completed inside the
-	// measured window divided by its length.
+	// measured window, whenever they were sent (a request sent during the
+	// warmup that completes in the window counts), divided by its length.
 	RequestsPerSec float64 `json:"requests_per_sec"`
 	// Errors counts transport errors and responses other than 2xx.
 	Errors int64 `json:"errors"`

@@ -57,11 +57,18 @@ func newAssignments() *assignments {
 	return &assignments{winner: map[string]int32{}, owner: map[int32]string{}, latest: map[string]int32{}, at: map[string]int64{}}
 }
 
-// EnsureTopics creates the assignment topic (compacted, one partition) and
-// the events topic if missing.
+// EnsureTopics creates the assignment topic (compacted, one partition, kept
+// for good) and the events topic if missing; with events.Enforce, it also
+// sets both topics' configs if they exist.
+//
+// Kept for good: a broker that applies time retention to a compacted topic
+// (the embedded one does, with a 7-day default) would delete the claims,
+// and tenants would be given partitions anew, some another's.
 func (a *Assigner) EnsureTopics(ctx context.Context, events TopicSpec) error {
 	return a.Admin.EnsureTopics(ctx,
-		TopicSpec{Name: a.Topic, Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}},
+		TopicSpec{Name: a.Topic, Partitions: 1, Enforce: events.Enforce, Configs: map[string]string{
+			"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1",
+		}},
 		events,
 	)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -14,6 +16,11 @@ type TopicSpec struct {
 	Partitions int
 	// Configs are topic configs set at creation, e.g. cleanup.policy.
 	Configs map[string]string
+	// Enforce also sets Configs on the topic if it exists already: the
+	// embedded broker's topics are the relay's own, so a setting changed
+	// since they were created (or a fix) reaches them. A real cluster's
+	// existing topics are left to their operators.
+	Enforce bool
 }
 
 // Admin creates and grows the relay's topics. The relay creates what is
@@ -28,7 +35,8 @@ type Admin struct {
 }
 
 // EnsureTopics creates the topics that do not exist yet. Existing topics
-// are left as they are (their partition count is grown by EnsurePartitions).
+// are left as they are (their partition count is grown by EnsurePartitions),
+// except for the Configs of specs with Enforce.
 func (a *Admin) EnsureTopics(ctx context.Context, specs ...TopicSpec) error {
 	req := &kafka.CreateTopicsRequest{}
 	for _, s := range specs {
@@ -45,6 +53,35 @@ func (a *Admin) EnsureTopics(ctx context.Context, specs ...TopicSpec) error {
 	for name, err := range res.Errors {
 		if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", name, err)
+		}
+	}
+	return a.enforceConfigs(ctx, specs)
+}
+
+// enforceConfigs sets the Configs of the specs with Enforce on their
+// topics (IncrementalAlterConfigs, SET).
+func (a *Admin) enforceConfigs(ctx context.Context, specs []TopicSpec) error {
+	req := &kafka.IncrementalAlterConfigsRequest{}
+	for _, s := range specs {
+		if !s.Enforce || len(s.Configs) == 0 {
+			continue
+		}
+		res := kafka.IncrementalAlterConfigsRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: s.Name}
+		for _, k := range slices.Sorted(maps.Keys(s.Configs)) {
+			res.Configs = append(res.Configs, kafka.IncrementalAlterConfigsRequestConfig{Name: k, Value: s.Configs[k], ConfigOperation: kafka.ConfigOperationSet})
+		}
+		req.Resources = append(req.Resources, res)
+	}
+	if len(req.Resources) == 0 {
+		return nil
+	}
+	res, err := a.Client.IncrementalAlterConfigs(ctx, req)
+	if err != nil {
+		return fmt.Errorf("set topic configs: %w", err)
+	}
+	for _, r := range res.Resources {
+		if r.Error != nil {
+			return fmt.Errorf("set configs of topic %s: %w", r.ResourceName, r.Error)
 		}
 	}
 	return nil

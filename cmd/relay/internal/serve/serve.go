@@ -218,15 +218,18 @@ func (s *server) setup(ctx context.Context) error {
 	if s.broker != nil {
 		topicConfigs["retention.ms"] = strconv.FormatInt(cfg.Kafka.Embedded.Retention.Milliseconds(), 10)
 	}
+	// The embedded broker's topics are the relay's own: a changed retention
+	// or body limit reaches them too.
+	enforce := s.broker != nil
 	if err := retry(ctx, s.logger, "create topics", func(ctx context.Context) error {
-		return assigner.EnsureTopics(ctx, tenant.TopicSpec{Name: cfg.Kafka.Topics.Events, Partitions: 1, Configs: topicConfigs})
+		return assigner.EnsureTopics(ctx, tenant.TopicSpec{Name: cfg.Kafka.Topics.Events, Partitions: 1, Configs: topicConfigs, Enforce: enforce})
 	}); err != nil {
 		return err
 	}
 	if err := retry(ctx, s.logger, "create topics", func(ctx context.Context) error {
 		return s.admin.EnsureTopics(ctx,
-			tenant.TopicSpec{Name: cfg.Kafka.Topics.Unrouted, Partitions: 1, Configs: topicConfigs},
-			tenant.TopicSpec{Name: cfg.Kafka.Topics.DLQ, Partitions: 1, Configs: topicConfigs},
+			tenant.TopicSpec{Name: cfg.Kafka.Topics.Unrouted, Partitions: 1, Configs: topicConfigs, Enforce: enforce},
+			tenant.TopicSpec{Name: cfg.Kafka.Topics.DLQ, Partitions: 1, Configs: topicConfigs, Enforce: enforce},
 		)
 	}); err != nil {
 		return err

@@ -136,13 +136,12 @@ type genRun struct {
 
 	mu      sync.Mutex
 	pending map[int]int64 // partition → next offset to commit
-	marked  map[int]int64 // partition → highest offset marked in this generation
 	drained sync.WaitGroup
 	final   chan struct{} // closed after the last commit
 }
 
 func newGenRun(cfg *RuntimeConfig, client *kafka.Client, gen *kafka.Generation, log *slog.Logger) *genRun {
-	return &genRun{cfg: cfg, client: client, gen: gen, log: log, pending: map[int]int64{}, marked: map[int]int64{}, final: make(chan struct{})}
+	return &genRun{cfg: cfg, client: client, gen: gen, log: log, pending: map[int]int64{}, final: make(chan struct{})}
 }
 
 // start launches one worker per partition, one fetcher per leader broker
@@ -202,15 +201,11 @@ func (g *genRun) leaders(ctx context.Context, parts []kafka.PartitionAssignment)
 	return out
 }
 
-// mark records that everything before next is done in partition. With a
-// window above 1, two handlers may mark in the reverse order of their
-// commit points; the lower one is ignored, so commits never go back.
+// mark records that everything before next is done in partition; the
+// partition's tracker calls it, in order.
 func (g *genRun) mark(partition int, next int64) {
 	g.mu.Lock()
-	if last, ok := g.marked[partition]; !ok || next > last {
-		g.marked[partition] = next
-		g.pending[partition] = next
-	}
+	g.pending[partition] = next
 	g.mu.Unlock()
 }
 
@@ -346,7 +341,7 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 	failures := 0
 	backoff := func() bool {
 		failures++
-		return sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second))
+		return sleep(ctx, retryDelay(failures))
 	}
 	// A partition whose start offset cannot be listed yet is left out of
 	// the fetches, and tried again with a backoff, while the others go on.
@@ -356,7 +351,7 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 		if !time.Now().Before(resolveAt) {
 			if err := f.resolveOffsets(ctx); err != nil {
 				resolveFailures++
-				resolveAt = time.Now().Add(min(time.Duration(resolveFailures)*200*time.Millisecond, 5*time.Second))
+				resolveAt = time.Now().Add(retryDelay(resolveFailures))
 				f.run.log.Warn("resolving start offsets; those partitions wait, the others are fetched", "err", err)
 			} else {
 				resolveFailures = 0
@@ -580,13 +575,11 @@ func (w *worker) dispatch(ctx context.Context, win *window, tr *tracker, ev *Eve
 			// ours: hand it the same event again. Moving on would handle
 			// later events first and hold the commit point here for good.
 			w.run.log.Warn("module could not finish an event; handing it again", "partition", w.ps.id, "offset", ev.Offset, "err", err)
-			if !sleep(ctx, min(time.Duration(failures)*200*time.Millisecond, 5*time.Second)) {
+			if !sleep(ctx, retryDelay(failures)) {
 				return
 			}
 		}
-		if next, ok := tr.done(ev.Offset); ok {
-			w.run.mark(w.ps.id, next)
-		}
+		tr.done(ev.Offset, func(next int64) { w.run.mark(w.ps.id, next) })
 	}
 	if size == 1 {
 		handle()
@@ -681,19 +674,29 @@ func (t *tracker) add(offset int64) {
 	t.mu.Unlock()
 }
 
-// done marks offset finished and returns the new commit point if it moved.
-func (t *tracker) done(offset int64) (int64, bool) {
+// done marks offset finished and, if the commit point moved, calls moved
+// with it while still holding the lock: handlers finishing at once then
+// report their commit points in order.
+func (t *tracker) done(offset int64, moved func(next int64)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.finished[offset] = true
-	moved := false
+	advanced := false
 	for len(t.pending) > 0 && t.finished[t.pending[0]] {
 		delete(t.finished, t.pending[0])
 		t.next = t.pending[0] + 1
 		t.pending = t.pending[1:]
-		moved = true
+		advanced = true
 	}
-	return t.next, moved
+	if advanced {
+		moved(t.next)
+	}
+}
+
+// retryDelay is the wait before the runtime's nth retry of something that
+// failed: 200 ms more per failure, at most 5 s.
+func retryDelay(n int) time.Duration {
+	return min(time.Duration(n)*200*time.Millisecond, 5*time.Second)
 }
 
 // sleep waits d or until ctx is done; false if ctx ended it.

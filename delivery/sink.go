@@ -161,16 +161,32 @@ type instance struct {
 
 	mu        sync.Mutex
 	suspended bool
+	retired   bool // replaced or removed: its breaker no longer reports
+}
+
+// retire closes in's idle connections and stops its breaker from
+// reporting: a Handle still holding in may move it on, and must not
+// overwrite its successor's series or bring back a removed tenant's.
+func (in *instance) retire() {
+	in.mu.Lock()
+	in.retired = true
+	in.mu.Unlock()
+	in.transport.CloseIdleConnections()
 }
 
 // instanceFor returns t's delivery state, rebuilding it if t changed.
 func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 	fp := t.Fingerprint()
-	snap := s.cfg.Tenants.Snapshot()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Read under s.mu, so that no one prunes to an older snapshot.
+	snap := s.cfg.Tenants.Snapshot()
 	if snap != s.pruned {
 		s.pruneLocked(snap)
+	}
+	if snap != nil && snap.Tenant(t.ID) == nil {
+		// t is from an older snapshot: do not bring its state back.
+		return nil, fmt.Errorf("tenant %s: %w", t.ID, errTenantGone)
 	}
 	if in := s.tenants[t.ID]; in != nil && in.fingerprint == fp {
 		return in, nil
@@ -193,7 +209,7 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 		DisableCompression:    true,
 	}
 	if old := s.tenants[t.ID]; old != nil {
-		old.transport.CloseIdleConnections()
+		old.retire()
 		s.cfg.Logger.Info("tenant settings changed; delivery resumes with them", "tenant", t.ID)
 	}
 	in := &instance{
@@ -210,9 +226,17 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(s.cfg.Breaker.Failures) },
 		IsSuccessful: func(err error) bool {
 			// Only a failure of the instance counts: a 4xx or 410 means it is up.
-			return err == nil || errors.Is(err, context.Canceled) || Classify(err) != Retry
+			return err == nil || Classify(err) != Retry
 		},
+		// An attempt cut short by a rebalance says nothing of the instance:
+		// it counts neither way (a cut probe must not close the breaker).
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 		OnStateChange: func(name string, from, to gobreaker.State) {
+			in.mu.Lock()
+			defer in.mu.Unlock()
+			if in.retired {
+				return // replaced or removed: its series is another's, or gone
+			}
 			s.cfg.Logger.Warn("circuit breaker", "tenant", name, "from", from.String(), "to", to.String())
 			if m := s.cfg.Metrics; m != nil {
 				m.breaker.WithLabelValues(name).Set(float64(to))
@@ -238,7 +262,7 @@ func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
 		if snap.Tenant(id) != nil {
 			continue
 		}
-		in.transport.CloseIdleConnections()
+		in.retire()
 		delete(s.tenants, id)
 		if m := s.cfg.Metrics; m != nil {
 			m.breaker.DeleteLabelValues(id)
@@ -246,6 +270,9 @@ func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
 	}
 	s.countSuspendedLocked()
 }
+
+// errTenantGone: the tenant is no longer in the tenants file.
+var errTenantGone = errors.New("no longer in the tenants file")
 
 // Handle implements Module: deliver ev, retrying, pausing while the
 // tenant's breaker is open or the tenant is suspended, dead-lettering
@@ -293,6 +320,9 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			continue
 		}
 		in, err := s.instanceFor(t)
+		if errors.Is(err, errTenantGone) {
+			continue // removed since t was looked up: look again
+		}
 		if err != nil {
 			// A CA file not there yet, say: retry it, and follow setting changes.
 			s.cfg.Logger.Error("tenant cannot be delivered to; retrying", "tenant", t.ID, "err", err)
@@ -325,6 +355,9 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			first = time.Now()
 		}
 		_, err = in.breaker.Execute(func() (struct{}, error) { return struct{}{}, s.attempt(ctx, in, ev) })
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return ctx.Err() // cut short by a rebalance: not an outcome
+		}
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			// Another event's probe is under way, or the breaker just opened.
 			if !sleep(ctx, 50*time.Millisecond) {
@@ -378,18 +411,24 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 	}
 }
 
+// rebalanceGrace is how long an attempt under way at a rebalance may go on
+// before it is cut: enough for an instance that answers, far below the
+// group's 10 s rebalance timeout.
+const rebalanceGrace = 2 * time.Second
+
 // attempt POSTs ev to the instance once, within Timeout. An attempt under
 // way at a shutdown finishes, so that an instance answering in time is not
-// sent the event again. At a rebalance it is cut short: kafka-go holds
-// every partition of this node until each worker returned, and a hanging
-// instance would stall every tenant here for up to Timeout. The event is
-// not committed then, and its next owner sends it again (same webhook-id).
+// sent the event again. At a rebalance it is cut after rebalanceGrace:
+// kafka-go holds every partition of this node until each worker returned,
+// and a hanging instance would stall every tenant here for up to Timeout.
+// A cut event is not committed, and its next owner sends it again (same
+// webhook-id).
 func (s *Sink) attempt(ctx context.Context, in *instance, ev *Event) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	defer context.AfterFunc(ctx, func() {
 		if !errors.Is(context.Cause(ctx), ErrShuttingDown) {
-			cancel()
+			time.AfterFunc(rebalanceGrace, cancel)
 		}
 	})()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, in.url, bytes.NewReader(ev.Value))

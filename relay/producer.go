@@ -669,8 +669,7 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 
 	misrouted := func(pt *part) bool { return pt.round == round && errors.Is(pt.err, errMisrouted) }
 	for i := range f.parts {
-		if misrouted(&f.parts[i]) {
-			p.leaders.invalidate()
+		if misrouted(&f.parts[i]) { // roundTrip invalidated the leader cache
 			p.route(ctx, f, func(pt *part) bool {
 				if !misrouted(pt) {
 					return false

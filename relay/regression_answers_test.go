@@ -17,6 +17,8 @@ import (
 // then with success, cleared the error: the batch was answered nil and
 // its caller got a 200 for records the broker had refused. No Kafka broker
 // answers so, but a proxy in front of one might; any error now stands.
+// ("success first" passed before too: it guards against a fix that lets
+// the last answer win.)
 func TestRegressionRepeatedPartitionAnswerKeepsTheError(t *testing.T) {
 	for name, codes := range map[string][2]int16{
 		"error first":   {kerr.NotLeaderForPartition.Code, 0},

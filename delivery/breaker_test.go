@@ -1,0 +1,94 @@
+package delivery
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
+	"github.com/stretchr/testify/require"
+)
+
+// breakerSink returns a sink over e's tenants, its metrics registry, and
+// the tenant's instance state with its breaker tripped open.
+func breakerSink(t *testing.T, e *testEnv, id string) (*Sink, *prometheus.Registry, *instance) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s, err := NewSink(e.testSinkConfig(reg))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	in, err := s.instanceFor(e.reg.Snapshot().Tenant(id))
+	require.NoError(t, err)
+	for range s.cfg.Breaker.Failures {
+		_, _ = in.breaker.Execute(func() (struct{}, error) { return struct{}{}, &DeliveryError{Status: 503} })
+	}
+	require.Equal(t, gobreaker.StateOpen, in.breaker.State())
+	return s, reg, in
+}
+
+// breakerTenants lists the tenants with a relay_delivery_breaker_state series.
+func breakerTenants(t *testing.T, reg *prometheus.Registry) []string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var tenants []string
+	for _, mf := range mfs {
+		if mf.GetName() != "relay_delivery_breaker_state" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "tenant" {
+					tenants = append(tenants, l.GetValue())
+				}
+			}
+		}
+	}
+	return tenants
+}
+
+// Regression: an attempt cut short by a rebalance (context.Canceled)
+// counted as a success, so a cut probe of a dead instance closed its
+// breaker, and the next generation sent it breaker.failures attempts of
+// up to delivery.timeout each. A cut now counts neither way, and frees
+// the probe's slot.
+func TestBreakerIgnoresAttemptsCutByARebalance(t *testing.T) {
+	e := newTestEnv(t, 1)
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: e.caFile, Secret: newSecret(t)})
+	_, _, in := breakerSink(t, e, "acme")
+	require.Eventually(t, func() bool { return in.breaker.State() == gobreaker.StateHalfOpen }, waitFor, tick)
+
+	_, err := in.breaker.Execute(func() (struct{}, error) {
+		return struct{}{}, &DeliveryError{Err: context.Canceled}
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, gobreaker.StateHalfOpen, in.breaker.State(), "a cut probe closed the breaker")
+	_, err = in.breaker.Execute(func() (struct{}, error) { return struct{}{}, nil })
+	require.NoError(t, err, "the next probe is let through")
+	require.Equal(t, gobreaker.StateClosed, in.breaker.State())
+}
+
+// Regression: a removed tenant's breaker, still held by a paused Handle,
+// moved to half-open after the prune and put the removed tenant's
+// breaker series back, for good.
+func TestRemovedTenantsBreakerStaysGone(t *testing.T) {
+	e := newTestEnv(t, 2)
+	acme := tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: e.caFile, Secret: newSecret(t)}
+	globex := tenantConf{ID: "globex", Account: "2", URL: "https://127.0.0.1:1/", CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(acme, globex)
+	s, reg, in := breakerSink(t, e, "acme")
+	require.Equal(t, []string{"acme"}, breakerTenants(t, reg))
+	oldAcme := e.reg.Snapshot().Tenant("acme")
+
+	e.setTenants(globex) // acme removed
+	_, err := s.instanceFor(e.reg.Snapshot().Tenant("globex"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"globex"}, breakerTenants(t, reg), "acme pruned")
+	require.Eventually(t, func() bool { return in.breaker.State() == gobreaker.StateHalfOpen }, waitFor, tick)
+	require.Equal(t, []string{"globex"}, breakerTenants(t, reg), "acme's series came back")
+
+	// Nor does a lookup with acme from the old snapshot bring it back.
+	_, err = s.instanceFor(oldAcme)
+	require.ErrorIs(t, err, errTenantGone)
+	require.Equal(t, []string{"globex"}, breakerTenants(t, reg))
+}

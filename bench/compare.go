@@ -179,8 +179,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
 	for _, n := range cfg.TenantCounts {
-		if n < 1 || n > maxTenants {
-			return nil, fmt.Errorf("bench: tenant count %d out of range [1, %d]", n, maxTenants)
+		if n < 1 || n > MaxTenants {
+			return nil, fmt.Errorf("bench: tenant count %d out of range [1, %d]", n, MaxTenants)
 		}
 	}
 	payloads, err := NewPayloads(PayloadOptions{Tenants: Tenants(cfg.Tenants), Templates: cfg.Templates, Size: cfg.Size})
@@ -368,8 +368,10 @@ func (r *CompareResult) summarize(counts []int) {
 	r.Ceiling = pick(func(rd *CompareRound) *Result { return rd.Ceiling })
 	r.Relay = pick(func(rd *CompareRound) *Result { return rd.Relay })
 	r.Baseline = pick(func(rd *CompareRound) *Result { return rd.Baseline })
+	// By -p99: with an even count of rounds medianBy's lower middle is
+	// then the worse p99 of the two, as the lower throughput is above.
 	r.RelayHalfRate = medianBy(collect(func(rd *CompareRound) *Result { return rd.RelayHalfRate }),
-		func(x *Result) float64 { return x.Latency.P99 })
+		func(x *Result) float64 { return -x.Latency.P99 })
 	r.RelayOverCeiling, _ = ratios(func(rd *CompareRound) (float64, bool) {
 		return rd.RelayOverCeiling, rd.Relay != nil && rd.Ceiling != nil
 	})
@@ -425,11 +427,28 @@ func medianBy(runs []*Result, key func(*Result) float64) *Result {
 	return s[(len(s)-1)/2]
 }
 
+// ratio is a's throughput over b's, counting only 2xx answers: a target
+// shedding load with quick 503s must not look faster for it.
 func ratio(a, b *Result) float64 {
-	if a == nil || b == nil || b.RequestsPerSec <= 0 {
+	if a == nil || b == nil || goodput(b) <= 0 {
 		return 0
 	}
-	return a.RequestsPerSec / b.RequestsPerSec
+	return goodput(a) / goodput(b)
+}
+
+// goodput is r's requests per second times the share of its requests
+// answered 2xx.
+func goodput(r *Result) float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	var ok int64
+	for code, n := range r.Status {
+		if len(code) == 3 && code[0] == '2' {
+			ok += n
+		}
+	}
+	return r.RequestsPerSec * float64(ok) / float64(r.Requests)
 }
 
 func randomSecret() string {

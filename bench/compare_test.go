@@ -238,3 +238,27 @@ func TestBenchTargetsClear(t *testing.T) {
 	require.NoError(t, err)
 	require.DirExists(t, d)
 }
+
+// Regression: with an even count of rounds the half-rate run "with the
+// median p99" was the lower middle, the better p99: --rounds 2 always
+// reported the best round against the ≤ 10 ms target.
+func TestBenchCompareHalfRateEvenRoundsTakesTheWorse(t *testing.T) {
+	r := &CompareResult{}
+	for i, p99 := range []float64{30, 4} {
+		h := &Result{Label: fmt.Sprintf("relay@50%% #%d", i+1), Mode: ModeRate, Rate: 30, RequestsPerSec: 30, Latency: Percentiles{P99: p99}}
+		r.Rounds = append(r.Rounds, &CompareRound{RelayHalfRate: h})
+	}
+	r.summarize(nil)
+	require.Equal(t, 30.0, r.RelayHalfRate.Latency.P99)
+}
+
+// Regression: the ratios counted every answer as throughput, so a target
+// shedding load with quick 503s looked faster. They count 2xx answers.
+func TestBenchRatiosCountOnly2xx(t *testing.T) {
+	clean := &Result{RequestsPerSec: 100, Requests: 1000, Status: map[string]int64{"200": 1000}}
+	shedding := &Result{RequestsPerSec: 100, Requests: 1000, Status: map[string]int64{"200": 500, "503": 400, "error": 100}}
+	require.InDelta(t, 1.0, ratio(clean, clean), 1e-9)
+	require.InDelta(t, 0.5, ratio(shedding, clean), 1e-9)
+	require.InDelta(t, 2.0, ratio(clean, shedding), 1e-9)
+	require.Zero(t, ratio(clean, &Result{RequestsPerSec: 100, Requests: 10, Status: map[string]int64{"503": 10}}))
+}

@@ -143,11 +143,14 @@ func E2E(ctx context.Context, cfg E2EConfig) (*E2EResult, error) {
 	if cfg.Tenants == 0 {
 		cfg.Tenants = DefaultE2ETenants
 	}
-	if cfg.Tenants < 1 || cfg.Tenants > maxTenants {
-		return nil, fmt.Errorf("bench: tenants %d out of range [1, %d]", cfg.Tenants, maxTenants)
+	if cfg.Tenants < 1 || cfg.Tenants > MaxTenants {
+		return nil, fmt.Errorf("bench: tenants %d out of range [1, %d]", cfg.Tenants, MaxTenants)
 	}
 	if cfg.Duration == 0 {
 		cfg.Duration = DefaultDuration
+	}
+	if cfg.DrainIdle < 0 || cfg.DrainTimeout < 0 {
+		return nil, errors.New("bench: negative drain idle or timeout")
 	}
 	if cfg.DrainIdle == 0 {
 		cfg.DrainIdle = DefaultDrainIdle
@@ -554,8 +557,12 @@ func (r *E2EResult) WriteSummary(w io.Writer) error {
 		fmt.Fprintf(&b, "           forgotten on purpose by the instances (--forget-every): %d\n", r.Forgotten)
 	}
 	fmt.Fprintf(&b, "drain:     %.1f s after the load (%s)\n", r.DrainS, r.DrainEnd)
-	if r.DrainEnd == "timeout" && r.Lost > 0 {
+	switch {
+	case r.Lost == 0:
+	case r.DrainEnd == "timeout":
 		fmt.Fprintf(&b, "           deliveries were still arriving when the wait ended: some of the lost may only be late (%s)\n", e2eDeliveryTimeoutNote)
+	case r.DrainEnd == "idle":
+		fmt.Fprintf(&b, "           no delivery came for --drain-idle: an event in a retry backoff of the relay (see relay_delivery_retries_total) would only be late; a longer --drain-idle tells\n")
 	}
 	if r.CPU != nil {
 		fmt.Fprintf(&b, "cpu:       bench process (generator + instances) %.2f cores, relay %.2f cores, rest of the machine (other processes, softirq) %.2f cores (of %d, measured window)\n",

@@ -21,10 +21,12 @@ import (
 const (
 	DefaultConnections = 256
 	DefaultTimeout     = 10 * time.Second
-	MaxConnections     = 10_000    // bounds Connections and Concurrency
-	MaxRate            = 1_000_000 // requests per second
-	maxBacklog         = 1 << 20   // scheduled requests waiting for a connection
-	defaultTenants     = 10        // tenants of the default payloads
+	MaxTimeout         = 30 * time.Second // twice it fits the histogram (60 s)
+	MaxConnections     = 10_000           // bounds Connections and Concurrency
+	MaxRate            = 1_000_000        // requests per second
+	MinRate            = 0.001            // one request in 1000 s; far lower overflows the schedule
+	maxBacklog         = 1 << 20          // scheduled requests waiting for a connection
+	defaultTenants     = 10               // tenants of the default payloads
 	idleConnDuration   = 5 * time.Second
 	maxResponseBody    = 1 << 20
 )
@@ -104,8 +106,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("bench: url %q: want http(s)://host[:port]/path", c.URL)
 	case (c.Rate > 0) == (c.Concurrency > 0):
 		return errors.New("bench: set exactly one of Rate and Concurrency")
-	case c.Rate < 0 || c.Rate > MaxRate:
-		return fmt.Errorf("bench: rate %g out of range (0, %d]", c.Rate, MaxRate)
+	case c.Rate < 0 || c.Rate > MaxRate || c.Rate > 0 && c.Rate < MinRate:
+		return fmt.Errorf("bench: rate %g out of range [%g, %d]", c.Rate, MinRate, MaxRate)
 	case c.Concurrency < 0 || c.Concurrency > MaxConnections:
 		return fmt.Errorf("bench: concurrency %d out of range (0, %d]", c.Concurrency, MaxConnections)
 	case c.Connections < 0 || c.Connections > MaxConnections:
@@ -116,6 +118,8 @@ func (c *Config) check() error {
 		return errors.New("bench: duration must be positive")
 	case c.Warmup < 0 || c.Timeout < 0:
 		return errors.New("bench: negative warmup or timeout")
+	case c.Timeout > MaxTimeout:
+		return fmt.Errorf("bench: timeout %s over %s", c.Timeout, MaxTimeout)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout

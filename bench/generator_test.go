@@ -274,6 +274,8 @@ func TestConfigErrors(t *testing.T) {
 		{URL: "http://x", Rate: 1, Concurrency: 1, Duration: time.Second},
 		{URL: "http://x", Rate: 1},
 		{URL: "http://x", Rate: 2 * MaxRate, Duration: time.Second},
+		{URL: "http://x", Rate: 1e-10, Duration: time.Second}, // overflowed the schedule and ran for ever
+		{URL: "http://x", Rate: 1, Duration: time.Second, Timeout: time.Minute},
 		{URL: "http://x", Concurrency: MaxConnections + 1, Duration: time.Second},
 	} {
 		_, err := Run(context.Background(), c)

@@ -247,3 +247,25 @@ func TestBenchLedgerSentTwice(t *testing.T) {
 	require.Equal(t, int64(1), s.BadBodies)
 	require.Equal(t, int64(1), s.Lost)
 }
+
+// An event the relay accepted and has not delivered when the wait ends
+// for lack of deliveries (--drain-idle) is counted lost, and may only be
+// in a retry backoff: the summary says so, as it did when the wait ended
+// by its timeout. A negative wait is refused rather than ending at once.
+func TestBenchE2EIdleDrainSaysLostMayBeLate(t *testing.T) {
+	p, err := NewPayloads(PayloadOptions{Tenants: Tenants(1), Templates: []string{"messenger_message"}})
+	require.NoError(t, err)
+	l := NewLedger()
+	_, err = l.Sent(p.AppendBody(nil, 7), time.Now(), true, true)
+	require.NoError(t, err)
+	end := drain(context.Background(), l, time.Now(), 100*time.Millisecond, time.Minute)
+	require.Equal(t, "idle", end)
+	res := &E2EResult{DrainEnd: end, Lost: l.Summary().Lost}
+	require.Equal(t, int64(1), res.Lost)
+	var b strings.Builder
+	require.NoError(t, res.WriteSummary(&b))
+	require.Contains(t, b.String(), "would only be late")
+
+	_, err = E2E(context.Background(), E2EConfig{Exe: "relay", DrainIdle: -time.Second})
+	require.ErrorContains(t, err, "negative drain")
+}

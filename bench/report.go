@@ -59,7 +59,7 @@ func (rep Report) WriteHTML(w io.Writer) error {
 		page.Rows = append(page.Rows, summaryRow(runLabel(r, i), r))
 		if r.Dropped > 0 {
 			page.Warnings = append(page.Warnings, fmt.Sprintf(
-				"%s: the generator dropped %d requests (all connections busy): the target rate was not offered; raise the connections.",
+				"%s: the generator dropped %d requests: they waited longer than the timeout for a free connection (the target stalled, or too few connections) or the backlog was full. The target rate was not offered, and the latencies leave them out.",
 				runLabel(r, i), r.Dropped))
 		}
 	}

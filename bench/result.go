@@ -36,8 +36,9 @@ type Result struct {
 	Errors int64 `json:"errors"`
 	// Dropped counts open-loop requests the generator could not send: all
 	// connections stayed busy until the request's timeout had passed since
-	// its scheduled time, or the backlog of waiting requests was full. When
-	// it is not 0, the target rate was not offered: raise the connections.
+	// its scheduled time (the target stalled, or too few connections), or
+	// the backlog of waiting requests was full. When it is not 0, the
+	// target rate was not offered; the latencies leave these out.
 	Dropped int64 `json:"dropped"`
 	// Connects counts the connections the generator opened (more than
 	// Connections means the server closed some).

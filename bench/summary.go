@@ -25,6 +25,10 @@ func (r *Result) WriteSummary(w io.Writer) error {
 		r.Requests, r.RequestsPerSec, r.Errors, r.Dropped, r.Connects)
 	fmt.Fprintf(&b, "  status       %s\n", statusLine(r.Status))
 	fmt.Fprintf(&b, "  latency ms   %s\n", percentilesLine(r.Latency))
+	if noAnswer := r.Status["error"]; noAnswer > 0 || r.Dropped > 0 {
+		fmt.Fprintf(&b, "  note         the latencies leave out the %d requests that got no answer and the %d never sent;\n"+
+			"               a stall longer than the timeout shows in those counts, not in the percentiles\n", noAnswer, r.Dropped)
+	}
 	if r.SendLag != nil {
 		fmt.Fprintf(&b, "  send lag ms  %s\n", percentilesLine(*r.SendLag))
 	}

@@ -40,3 +40,15 @@ func TestCPUSharePerRequest(t *testing.T) {
 	require.Zero(t, g)
 	require.Zero(t, tg)
 }
+
+// Requests that got no answer, or were never sent, are not in the
+// latencies: a stall longer than the timeout would otherwise hide behind
+// good percentiles. The summary says so.
+func TestSummaryNotesWhatTheLatenciesLeaveOut(t *testing.T) {
+	var b strings.Builder
+	require.NoError(t, (&Result{Mode: ModeRate, Rate: 200, Status: map[string]int64{"200": 240, "error": 16}, Dropped: 144}).WriteSummary(&b))
+	require.Contains(t, b.String(), "the latencies leave out the 16 requests that got no answer and the 144 never sent")
+	b.Reset()
+	require.NoError(t, (&Result{Mode: ModeRate, Rate: 200, Status: map[string]int64{"200": 400}}).WriteSummary(&b))
+	require.NotContains(t, b.String(), "leave out")
+}

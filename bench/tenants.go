@@ -19,7 +19,7 @@ const (
 	instagramBase = 17_841_400_000_000_000 // Instagram account id, 17 digits
 	phoneBase     = 106_000_000_000_000    // WhatsApp phone_number_id, 15 digits
 	wabaBase      = 102_000_000_000_000    // WhatsApp Business Account id, 15 digits
-	maxTenants    = 1_000_000              // keeps every id at its fixed length
+	MaxTenants    = 1_000_000              // keeps every id at its fixed length; more is refused
 	secretPrefix  = "whsec_"               // Standard Webhooks secret prefix
 	secretBytes   = 24                     // random bytes in a default signing secret
 	yamlIndent    = "  "                   // indentation of the tenants list
@@ -41,7 +41,7 @@ func (t Tenant) Accounts() []string { return []string{t.Page, t.Instagram, t.Pho
 // owns Page 104000000000000+k, Instagram 17841400000000000+k and WhatsApp
 // phone_number_id 106000000000000+k. n is clamped to [0, 1000000].
 func Tenants(n int) []Tenant {
-	n = min(max(n, 0), maxTenants)
+	n = min(max(n, 0), MaxTenants)
 	ts := make([]Tenant, n)
 	for i := range ts {
 		k := uint64(i + 1)

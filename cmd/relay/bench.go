@@ -191,8 +191,10 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 		return bad("--duration must be positive")
 	case f.warmup < 0 || f.timeout <= 0:
 		return bad("--warmup must not be negative, --timeout must be positive")
-	case f.tenants < 1:
-		return bad("--tenants must be at least 1")
+	case f.timeout > bench.MaxTimeout:
+		return bad("--timeout must be at most %s: an open-loop latency (the wait for a connection, then the answer) may reach twice it, and the histogram ends at 60 s", bench.MaxTimeout)
+	case f.tenants < 1 || f.tenants > bench.MaxTenants:
+		return bad("--tenants must be between 1 and %d", bench.MaxTenants)
 	case f.size < 0 || f.size > bench.MaxBodySize:
 		return bad("--size must be in [0, %d]", bench.MaxBodySize)
 	}
@@ -431,6 +433,10 @@ func runBenchE2E(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer f.stopCPUProfile()
+	if *drainIdle < 0 || *drainTimeout < 0 || *readyTimeout < 0 || *forget < 0 {
+		fmt.Fprintln(stderr, "relay bench e2e: --drain-idle, --drain-timeout, --ready-timeout and --forget-every must not be negative")
+		return 2
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "relay bench e2e:", err)
@@ -522,8 +528,8 @@ func runBenchTenants(args []string, stdout, stderr io.Writer) int {
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "relay bench tenants: unexpected argument %q\n", fs.Arg(0))
 		return 2
-	case *count < 1:
-		fmt.Fprintln(stderr, "relay bench tenants: --count must be at least 1")
+	case *count < 1 || *count > bench.MaxTenants:
+		fmt.Fprintf(stderr, "relay bench tenants: --count must be between 1 and %d\n", bench.MaxTenants)
 		return 2
 	case *out == "":
 		fmt.Fprintln(stderr, "relay bench tenants: --out is required")

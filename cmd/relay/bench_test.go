@@ -202,6 +202,10 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "compare", "--rounds", "0"},
 		{"bench", "compare", "--rounds", "21"},
 		{"bench", "e2e", "--duration", "0s"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--tenants", "1000001"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--timeout", "1m"},
+		{"bench", "e2e", "--drain-idle", "-1s"},
+		{"bench", "tenants", "--count", "1000001", "--out", "-"},
 		{"bench", "tenants", "--count", "3"},
 		{"bench", "tenants", "--count", "3", "--out", "-", "--instance-url-base", "http://x"},
 	} {

@@ -48,12 +48,17 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
+	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+		// A second document would be ignored, and its tenants with it.
+		return nil, fmt.Errorf("%w: more than one YAML document (---); put every tenant under the one tenants: list", ErrInvalidFile)
+	}
 	if f.Tenants == nil {
 		return nil, fmt.Errorf(`%w: tenants: missing (an empty file is refused; write "tenants: []" for no tenants)`, ErrInvalidFile)
 	}
 	tenants := *f.Tenants
 	var errs []error
 	ids := make(map[string]int, len(tenants))
+	envs := make(map[string]string, len(tenants)) // SecretEnv → tenant id
 	owners := make(map[string]string)
 	for i, t := range tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
@@ -75,6 +80,11 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 			errs = append(errs, fmt.Errorf("%s.id: %q is also tenants[%d].id", field, t.ID, j))
 		}
 		ids[t.ID] = i
+		if other, dup := envs[SecretEnv(t.ID)]; dup && other != t.ID {
+			// One variable would set both tenants' secrets.
+			errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s; make the ids differ in letters or digits", field, t.ID, other, SecretEnv(t.ID)))
+		}
+		envs[SecretEnv(t.ID)] = t.ID
 		for k, a := range t.Accounts {
 			if other, dup := owners[a]; dup && other != t.ID {
 				errs = append(errs, fmt.Errorf("%s.accounts[%d]: account %s is also claimed by tenant %q", field, k, a, other))

@@ -204,6 +204,10 @@ func TestParse_Invalid(t *testing.T) {
 			want: []string{"tenants[0].instance.signing_secret_file", filepath.Join(dir, "nope.txt")}},
 		{name: "negative max_in_flight", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, max_in_flight: -1`),
 			want: []string{"tenants[0].instance.max_in_flight"}},
+		{name: "a second YAML document", data: "tenants: []\n---\ntenants:\n" + acme,
+			want: []string{"more than one YAML document"}},
+		{name: "two ids, one secret variable", data: "tenants:\n" + tenant("acme-eu", `["1"]`, okInst) + tenant("acme.eu", `["2"]`, okInst),
+			want: []string{"tenants[1].id", `"acme.eu" and tenant "acme-eu" share the secret variable RELAY_TENANT_ACME_EU_SIGNING_SECRET`}},
 		{name: "every problem is reported", data: "tenants:\n" + tenant("acme", `[""]`, `url: "http://x"`) + tenant("acme", `["2"]`, okInst),
 			want: []string{"tenants[0].accounts[0]", "tenants[0].instance.url", "tenants[0].instance.signing_secret", "tenants[1].id"}},
 	}

@@ -1,7 +1,6 @@
 package tenant
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -54,8 +53,11 @@ type RegistryConfig struct {
 	// the new tenants take effect: the ingress uses it to wait until its
 	// producer sees the new partitions.
 	BeforeSwap func(ctx context.Context, s *Snapshot) error
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	// RetryRefused is how often Watch tries a refused file again, unchanged
+	// (default 30s): what it refers to may have appeared since.
+	RetryRefused time.Duration
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
 }
 
 // Registry holds the current tenants and answers account → tenant lookups
@@ -67,8 +69,11 @@ type Registry struct {
 	cur   atomic.Pointer[Snapshot]
 	cache *lru.Cache[string, cached]
 
-	reloadMu sync.Mutex // one reload at a time
-	lastSum  [sha256.Size]byte
+	reloading chan struct{} // holds a token while a reload runs: one at a time
+
+	mu       sync.Mutex        // guards what Watch reads:
+	lastSum  [sha256.Size]byte // of the file the latest reload settled on
+	failedAt time.Time         // of the latest reload, if it failed
 
 	reloads     *prometheus.CounterVec
 	tenantCount prometheus.Gauge
@@ -92,11 +97,14 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
+	if cfg.RetryRefused <= 0 {
+		cfg.RetryRefused = 30 * time.Second
+	}
 	c, err := lru.New[string, cached](cfg.CacheSize)
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{cfg: cfg, cache: c}
+	r := &Registry{cfg: cfg, cache: c, reloading: make(chan struct{}, 1)}
 	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_tenant_reloads_total",
 		Help: "Tenants file loads, by result: ok, or failed (the previous tenants stay in force).",
@@ -148,10 +156,25 @@ func (r *Registry) Lookup(account []byte) *Tenant {
 // Reload loads the tenants file, assigns partitions to new tenants and
 // swaps the new tenants in. On any error the previous tenants stay in
 // force and the error is logged and returned.
+//
+// One reload runs at a time; a call that finds one under way waits for it
+// as long as ctx allows, so that a reload stuck on an unreachable Kafka
+// never holds up its caller (SIGHUP in serve's main loop) for longer.
 func (r *Registry) Reload(ctx context.Context) error {
-	r.reloadMu.Lock()
-	defer r.reloadMu.Unlock()
+	select {
+	case r.reloading <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("tenants reload: another reload is under way: %w", ctx.Err())
+	}
+	defer func() { <-r.reloading }()
 	err := r.reload(ctx)
+	r.mu.Lock()
+	if err != nil {
+		r.failedAt = time.Now()
+	} else {
+		r.failedAt = time.Time{}
+	}
+	r.mu.Unlock()
 	if err != nil {
 		r.reloads.WithLabelValues("failed").Inc()
 		r.cfg.Logger.Error("tenants reload refused; previous tenants stay in force", "file", r.cfg.File, "err", err)
@@ -169,7 +192,7 @@ func (r *Registry) reload(ctx context.Context) error {
 	sum := sha256.Sum256(data)
 	tenants, err := parse(data, filepath.Dir(r.cfg.File), os.Getenv)
 	if err != nil {
-		r.lastSum = sum // Watch waits for the file to change
+		r.setLastSum(sum) // Watch waits for the file to change (or RetryRefused)
 		return err
 	}
 	ids := make([]string, len(tenants))
@@ -207,7 +230,7 @@ func (r *Registry) reload(ctx context.Context) error {
 	r.cur.Store(s)
 	// Only now: Watch retries a reload that failed for another reason
 	// than the file (assignment, BeforeSwap).
-	r.lastSum = sum
+	r.setLastSum(sum)
 	r.tenantCount.Set(float64(len(s.Tenants)))
 	added, removed := diff(prev, s)
 	r.cfg.Logger.Info("tenants loaded", "file", r.cfg.File, "tenants", len(s.Tenants), "version", s.Version,
@@ -218,6 +241,10 @@ func (r *Registry) reload(ctx context.Context) error {
 // Watch reloads when the file's content changes, checking every interval,
 // until ctx is done. Editors that replace the file and Kubernetes'
 // ConfigMap symlink swaps are both seen, since it compares content.
+//
+// A file that was refused is also tried again every RetryRefused, unchanged:
+// what it refers to may have appeared since (a signing_secret_file mounted
+// after the tenants file). Each reload has watchReloadTimeout to finish.
 func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -232,13 +259,24 @@ func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 			continue
 		}
 		sum := sha256.Sum256(data)
-		r.reloadMu.Lock()
-		changed := !bytes.Equal(sum[:], r.lastSum[:])
-		r.reloadMu.Unlock()
-		if changed {
-			_ = r.Reload(ctx) // logged and counted by Reload
+		r.mu.Lock()
+		due := sum != r.lastSum || !r.failedAt.IsZero() && time.Since(r.failedAt) >= r.cfg.RetryRefused
+		r.mu.Unlock()
+		if due {
+			rctx, cancel := context.WithTimeout(ctx, watchReloadTimeout)
+			_ = r.Reload(rctx) // logged and counted by Reload
+			cancel()
 		}
 	}
+}
+
+// watchReloadTimeout is how long one of Watch's reloads may take.
+const watchReloadTimeout = time.Minute
+
+func (r *Registry) setLastSum(sum [sha256.Size]byte) {
+	r.mu.Lock()
+	r.lastSum = sum
+	r.mu.Unlock()
 }
 
 func diff(prev, cur *Snapshot) (added, removed []string) {

@@ -100,6 +100,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "bad set", sets: []string{"ingress.listen"}, want: "key=value"},
 		{name: "unknown set key", sets: []string{"nope=1"}, want: "nope"},
 		{name: "bad env", env: map[string]string{"RELAY_INGRESS_MAX_BODY_BYTES": "lots"}, want: "RELAY_INGRESS_MAX_BODY_BYTES"},
+		// A blank broker list quietly switched a node to the embedded broker.
+		{name: "blank list env", yaml: "kafka: {brokers: [k1:9092]}\n", env: map[string]string{"RELAY_KAFKA_BROKERS": " , "}, want: "RELAY_KAFKA_BROKERS"},
+		{name: "blank list set", yaml: "kafka: {brokers: [k1:9092]}\n", sets: []string{"kafka.brokers="}, want: "kafka.brokers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := write(t, dir, "relay.yaml", tc.yaml)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -113,6 +114,10 @@ func assign(v reflect.Value, s string) error {
 			if it = strings.TrimSpace(it); it != "" {
 				items = append(items, it)
 			}
+		}
+		if len(items) == 0 {
+			// An empty kafka.brokers would quietly start the embedded broker.
+			return errors.New("an empty list; unset it to keep the file's value")
 		}
 		v.Set(reflect.ValueOf(items))
 	default:

@@ -89,6 +89,28 @@ func TestRemovedTenantsBreakerStaysGone(t *testing.T) {
 
 	// Nor does a lookup with acme from the old snapshot bring it back.
 	_, err = s.instanceFor(oldAcme)
-	require.ErrorIs(t, err, errTenantGone)
+	require.ErrorIs(t, err, errTenantStale)
 	require.Equal(t, []string{"globex"}, breakerTenants(t, reg))
+}
+
+// A tenant looked up in an older tenants file, whose settings changed
+// since, is not rebuilt from its old settings over the current ones.
+func TestStaleTenantNotRebuilt(t *testing.T) {
+	e := newTestEnv(t, 1)
+	conf := tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(conf)
+	s, err := NewSink(e.testSinkConfig(prometheus.NewRegistry()))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	old := e.reg.Snapshot().Tenant("acme")
+	conf.URL = "https://127.0.0.1:2/"
+	e.setTenants(conf)
+	cur, err := s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	require.NoError(t, err)
+	_, err = s.instanceFor(old)
+	require.ErrorIs(t, err, errTenantStale)
+	got, err := s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	require.NoError(t, err)
+	require.Same(t, cur, got, "the current state was replaced")
+	require.Equal(t, "https://127.0.0.1:2/", got.url)
 }

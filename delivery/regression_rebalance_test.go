@@ -136,3 +136,33 @@ func TestShutdownLetsAttemptUnderWayFinish(t *testing.T) {
 	require.False(t, <-interrupted, "the shutdown cut the attempt short")
 	require.Equal(t, int64(1), e.committed(group, p), "the finished attempt is committed")
 }
+
+// Regression: at a rebalance the committer committed at once and returned,
+// so an attempt that succeeded within the grace was never committed, and
+// the next owner delivered the event again. The committer now waits for
+// the workers first.
+func TestRebalanceCommitsWhatFinishedInTheGrace(t *testing.T) {
+	e := newTestEnv(t, 1)
+	started := make(chan struct{}, 10)
+	inst := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, r *http.Request, _ *hit) int {
+		started <- struct{}{}
+		select {
+		case <-time.After(rebalanceGrace / 2): // slow, but within the grace
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	})
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	p := e.partition("acme")
+	const group = "relay.regression.grace"
+	e.start(group, nil, nil)
+	e.produce(p, simpleEvents("acme", "1", "acme", 1)...)
+	select {
+	case <-started:
+	case <-time.After(waitFor):
+		t.Fatal("the event was never attempted")
+	}
+	e.start(group, nil, nil) // a second node joins: a rebalance during the attempt
+	require.Eventually(t, func() bool { return e.committed(group, p) == 1 }, waitFor, 50*time.Millisecond)
+	require.Equal(t, 1, inst.count(), "the event was delivered again after the rebalance")
+}

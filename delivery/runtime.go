@@ -249,21 +249,37 @@ func (g *genRun) commitLoop(gctx, stop context.Context) {
 		case <-t.C:
 			g.commit()
 		case <-gctx.Done():
-			g.commit() // rebalance: best effort
+			// Rebalance: attempts under way get the sink's short grace and
+			// are then cut. Wait for the workers, so that what they finish
+			// in the grace is committed (best effort) rather than handled
+			// again by the next owner.
+			g.waitDrained(nil, rebalanceGrace+time.Second)
+			g.commit()
 			return
 		case <-stop.Done():
-			done := make(chan struct{})
-			go func() { g.drained.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(g.cfg.Drain):
+			if !g.waitDrained(gctx.Done(), g.cfg.Drain) {
 				g.log.Warn("shutdown: events still in flight after the drain period; they will be handled again")
-			case <-gctx.Done():
 			}
 			g.commit()
 			return
 		}
 	}
+}
+
+// waitDrained waits up to d for every worker to return, or until abort
+// is closed; false if d passed first.
+func (g *genRun) waitDrained(abort <-chan struct{}, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { g.drained.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-abort:
+	case <-t.C:
+		return false
+	}
+	return true
 }
 
 func (g *genRun) waitFinalCommit(d time.Duration) {

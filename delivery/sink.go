@@ -184,9 +184,10 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 	if snap != s.pruned {
 		s.pruneLocked(snap)
 	}
-	if snap != nil && snap.Tenant(t.ID) == nil {
-		// t is from an older snapshot: do not bring its state back.
-		return nil, fmt.Errorf("tenant %s: %w", t.ID, errTenantGone)
+	if snap != nil && (snap.Tenant(t.ID) == nil || snap.Tenant(t.ID).Fingerprint() != fp) {
+		// t is from an older snapshot: do not bring its state back, nor
+		// build one from its old settings over the current one's.
+		return nil, fmt.Errorf("tenant %s: %w", t.ID, errTenantStale)
 	}
 	if in := s.tenants[t.ID]; in != nil && in.fingerprint == fp {
 		return in, nil
@@ -271,8 +272,9 @@ func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
 	s.countSuspendedLocked()
 }
 
-// errTenantGone: the tenant is no longer in the tenants file.
-var errTenantGone = errors.New("no longer in the tenants file")
+// errTenantStale: the tenant was looked up in an older tenants file; it
+// has changed or gone since.
+var errTenantStale = errors.New("changed or removed since it was looked up")
 
 // Handle implements Module: deliver ev, retrying, pausing while the
 // tenant's breaker is open or the tenant is suspended, dead-lettering
@@ -320,8 +322,8 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			continue
 		}
 		in, err := s.instanceFor(t)
-		if errors.Is(err, errTenantGone) {
-			continue // removed since t was looked up: look again
+		if errors.Is(err, errTenantStale) {
+			continue // changed or removed since t was looked up: look again
 		}
 		if err != nil {
 			// A CA file not there yet, say: retry it, and follow setting changes.

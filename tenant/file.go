@@ -48,9 +48,20 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
-	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
-		// A second document would be ignored, and its tenants with it.
-		return nil, fmt.Errorf("%w: more than one YAML document (---); put every tenant under the one tenants: list", ErrInvalidFile)
+	// A second document would be ignored, and its tenants with it. An empty
+	// one (a trailing "---", comments) is harmless.
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
+		}
+		if len(doc.Content) > 0 && doc.Content[0].Tag != "!!null" {
+			return nil, fmt.Errorf("%w: more than one YAML document (---); put every tenant under the one tenants: list", ErrInvalidFile)
+		}
 	}
 	if f.Tenants == nil {
 		return nil, fmt.Errorf(`%w: tenants: missing (an empty file is refused; write "tenants: []" for no tenants)`, ErrInvalidFile)
@@ -80,9 +91,9 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 			errs = append(errs, fmt.Errorf("%s.id: %q is also tenants[%d].id", field, t.ID, j))
 		}
 		ids[t.ID] = i
-		if other, dup := envs[SecretEnv(t.ID)]; dup && other != t.ID {
-			// One variable would set both tenants' secrets.
-			errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s; make the ids differ in letters or digits", field, t.ID, other, SecretEnv(t.ID)))
+		if other, dup := envs[SecretEnv(t.ID)]; dup && other != t.ID && getenv(SecretEnv(t.ID)) != "" {
+			// The variable is set, and would set both tenants' secrets.
+			errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s, which is set: give them their secrets another way", field, t.ID, other, SecretEnv(t.ID)))
 		}
 		envs[SecretEnv(t.ID)] = t.ID
 		for k, a := range t.Accounts {

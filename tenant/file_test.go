@@ -206,8 +206,15 @@ func TestParse_Invalid(t *testing.T) {
 			want: []string{"tenants[0].instance.max_in_flight"}},
 		{name: "a second YAML document", data: "tenants: []\n---\ntenants:\n" + acme,
 			want: []string{"more than one YAML document"}},
-		{name: "two ids, one secret variable", data: "tenants:\n" + tenant("acme-eu", `["1"]`, okInst) + tenant("acme.eu", `["2"]`, okInst),
-			want: []string{"tenants[1].id", `"acme.eu" and tenant "acme-eu" share the secret variable RELAY_TENANT_ACME_EU_SIGNING_SECRET`}},
+		{name: "two ids, one secret variable, set", data: "tenants:\n" + tenant("acme-eu", `["1"]`, okInst) + tenant("acme.eu", `["2"]`, okInst),
+			getenv: func(k string) string {
+				if k == "RELAY_TENANT_ACME_EU_SIGNING_SECRET" {
+					return good
+				}
+				return ""
+			},
+			want: []string{"tenants[1].id", `"acme.eu" and tenant "acme-eu" share the secret variable RELAY_TENANT_ACME_EU_SIGNING_SECRET, which is set`}},
+		{name: "syntax error in a second document", data: "tenants: []\n---\ntenants: [\n", want: []string{"yaml"}},
 		{name: "every problem is reported", data: "tenants:\n" + tenant("acme", `[""]`, `url: "http://x"`) + tenant("acme", `["2"]`, okInst),
 			want: []string{"tenants[0].accounts[0]", "tenants[0].instance.url", "tenants[0].instance.signing_secret", "tenants[1].id"}},
 	}
@@ -266,4 +273,31 @@ func TestTenant_FingerprintAndKey(t *testing.T) {
 	_, err = (&Tenant{Instance: Instance{SigningSecret: "nope"}}).SigningKey()
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrInvalidFile))
+}
+
+// Documents with nothing in them around the one that counts are harmless
+// (Helm and other generators write them), and ids that would share a
+// secret variable are fine while that variable is not set.
+func TestParse_HarmlessExtras(t *testing.T) {
+	good := newSecret(t, 32)
+	acme := "tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {url: \"https://x.example/\", signing_secret: \"" + good + "\"}\n"
+	for name, data := range map[string]string{
+		"leading ---":         "---\n" + acme,
+		"trailing ---":        acme + "---\n",
+		"trailing --- no EOL": acme + "---",
+		"comments after ---":  acme + "---\n# nothing here\n",
+		"end marker":          acme + "...\n",
+		"end marker then ---": acme + "...\n---\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := parse([]byte(data), t.TempDir(), noEnv)
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+		})
+	}
+	two := "tenants:\n  - id: acme-eu\n    accounts: [\"1\"]\n    instance: {url: \"https://x.example/\", signing_secret: \"" + good + "\"}\n" +
+		"  - id: acme.eu\n    accounts: [\"2\"]\n    instance: {url: \"https://x.example/\", signing_secret: \"" + good + "\"}\n"
+	got, err := parse([]byte(two), t.TempDir(), noEnv)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
 }

@@ -164,7 +164,10 @@ func (r *Registry) Reload(ctx context.Context) error {
 	select {
 	case r.reloading <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("tenants reload: another reload is under way: %w", ctx.Err())
+		err := fmt.Errorf("tenants reload: another reload is under way: %w", ctx.Err())
+		r.reloads.WithLabelValues("failed").Inc()
+		r.cfg.Logger.Error("tenants reload not done; previous tenants stay in force", "file", r.cfg.File, "err", err)
+		return err
 	}
 	defer func() { <-r.reloading }()
 	err := r.reload(ctx)

@@ -70,9 +70,11 @@ func TestReloadGivesUpBehindAStuckReload(t *testing.T) {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- r.Reload(ctx) }() // serve's SIGHUP path
+	failed := r.counts().failed
 	select {
 	case err := <-done:
 		require.ErrorContains(t, err, "another reload is under way")
+		require.Equal(t, failed+1, r.counts().failed, "counted, as a refused reload is")
 	case <-time.After(3 * time.Second):
 		t.Fatal("Reload with a 200 ms deadline still waiting after 3 s")
 	}

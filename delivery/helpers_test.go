@@ -674,10 +674,11 @@ func metaFixtures(t *testing.T) []fixture {
 // bareCluster is a one-broker kfake cluster with one topic, for tests of
 // the runtime with a module of their own (no sink, no instances).
 type bareCluster struct {
-	t      *testing.T
-	c      *kfake.Cluster
-	client *kafka.Client
-	topic  string
+	t       *testing.T
+	c       *kfake.Cluster
+	client  *kafka.Client
+	topic   string
+	metrics *prometheus.Registry // the latest run's
 }
 
 func newBareCluster(t *testing.T, topic string, partitions int32) *bareCluster {
@@ -708,11 +709,13 @@ func (b *bareCluster) produce(p int, values ...string) {
 func (b *bareCluster) run(group string, mod Module) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	b.metrics = prometheus.NewRegistry()
+	metrics := NewRuntimeMetrics(b.metrics)
 	go func() {
 		done <- Run(ctx, RuntimeConfig{
 			Brokers: b.c.ListenAddrs(), Group: group, Topic: b.topic, Module: mod,
 			CommitInterval: 50 * time.Millisecond, Drain: time.Second,
-			Metrics: NewRuntimeMetrics(prometheus.NewRegistry()), Logger: testLogger(),
+			Metrics: metrics, Logger: testLogger(),
 		})
 	}()
 	var once sync.Once

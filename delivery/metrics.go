@@ -11,10 +11,11 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 20) // 0.5ms … ~
 // RuntimeMetrics are the consumer runtime's metrics. A nil *RuntimeMetrics
 // records nothing.
 type RuntimeMetrics struct {
-	lag     *prometheus.GaugeVec
-	events  *prometheus.CounterVec
-	handle  *prometheus.HistogramVec
-	commits prometheus.Counter
+	lag        *prometheus.GaugeVec
+	unresolved *prometheus.GaugeVec
+	events     *prometheus.CounterVec
+	handle     *prometheus.HistogramVec
+	commits    prometheus.Counter
 }
 
 // NewRuntimeMetrics registers the runtime metrics on reg.
@@ -24,6 +25,10 @@ func NewRuntimeMetrics(reg prometheus.Registerer) *RuntimeMetrics {
 			Name: "relay_delivery_consumer_lag",
 			Help: "Events of a partition not yet handed to the module (high watermark minus the next offset), per module and partition.",
 		}, []string{"module", "partition"}),
+		unresolved: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_delivery_unresolved_partitions",
+			Help: "Assigned partitions not fetched because their start offset cannot be listed yet (leader unavailable), per module; their lag is unknown meanwhile.",
+		}, []string{"module"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_delivery_events_handled_total",
 			Help: "Events a module finished (done or dead-lettered: ok), or gave back unfinished at a rebalance or shutdown (unfinished).",
@@ -38,12 +43,19 @@ func NewRuntimeMetrics(reg prometheus.Registerer) *RuntimeMetrics {
 			Help: "Offset commits to the consumer group.",
 		}),
 	}
-	reg.MustRegister(m.lag, m.events, m.handle, m.commits)
+	reg.MustRegister(m.lag, m.unresolved, m.events, m.handle, m.commits)
 	return m
 }
 
 // discardGauge takes Set calls when metrics are off.
 var discardGauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "discard"})
+
+func (m *RuntimeMetrics) unresolvedFor(module string) prometheus.Gauge {
+	if m == nil {
+		return discardGauge
+	}
+	return m.unresolved.WithLabelValues(module)
+}
 
 func (m *RuntimeMetrics) lagFor(module, partition string) prometheus.Gauge {
 	if m == nil {

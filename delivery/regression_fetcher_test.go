@@ -172,8 +172,13 @@ func TestRegressionUnlistableOffsetStallsItsFetcher(t *testing.T) {
 	require.Eventually(t, func() bool { return second.count(0) == 1 }, waitFor, 50*time.Millisecond,
 		"partition 0 flows while partition 1's offsets cannot be listed")
 	require.Zero(t, second.count(1))
+	unresolved := func() float64 {
+		return metricValue(t, b.metrics, "relay_delivery_unresolved_partitions", "module", "review")
+	}
+	require.Equal(t, 1.0, unresolved(), "the waiting partition shows in the metrics")
 
 	offline.Store(false)
 	require.Eventually(t, func() bool { return second.count(1) == 1 }, waitFor, 50*time.Millisecond,
 		"partition 1 starts once its offsets can be listed")
+	require.Equal(t, 0.0, unresolved())
 }

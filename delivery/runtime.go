@@ -360,9 +360,12 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 		return sleep(ctx, retryDelay(failures))
 	}
 	// A partition whose start offset cannot be listed yet is left out of
-	// the fetches, and tried again with a backoff, while the others go on.
+	// the fetches, and tried again with a backoff, while the others go on;
+	// relay_delivery_unresolved_partitions counts it meanwhile.
 	var resolveFailures int
 	var resolveAt time.Time // when to try the unresolved partitions again
+	gauge, counted := cfg.Metrics.unresolvedFor(cfg.Module.Name()), 0
+	defer func() { gauge.Sub(float64(counted)) }()
 	for ctx.Err() == nil {
 		if !time.Now().Before(resolveAt) {
 			if err := f.resolveOffsets(ctx); err != nil {
@@ -372,6 +375,14 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 			} else {
 				resolveFailures = 0
 			}
+			n := 0
+			for _, ps := range f.parts {
+				if ps.next < 0 {
+					n++
+				}
+			}
+			gauge.Add(float64(n - counted))
+			counted = n
 		}
 		req := &fetchapi.Request{
 			ReplicaID: -1, MaxWaitTime: int32(cfg.FetchMaxWait / time.Millisecond), MinBytes: 1,

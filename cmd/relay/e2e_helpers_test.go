@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/relaymw/relay/tlsconf"
 )
 
 // testAppSecret is the Meta app secret the fixtures are signed with.
@@ -190,6 +192,8 @@ type relayOptions struct {
 	// Brokers, when set, makes the relay use that Kafka instead of its
 	// embedded broker.
 	Brokers []string
+	// IngressTLS, when set, is the ingress's certificate and key files.
+	IngressTLS *tlsconf.FilePair
 	// Delivery, when set, is the delivery section as a YAML flow mapping,
 	// e.g. `{client_cert_file: /x/relay-client.pem, retry_initial: 50ms}`;
 	// empty leaves every delivery key at its default.
@@ -276,6 +280,10 @@ func (e *relayEnv) pickPorts() {
 
 func (e *relayEnv) writeConfig() {
 	o := e.opts
+	ingressTLS := ""
+	if o.IngressTLS != nil {
+		ingressTLS = fmt.Sprintf("\n  tls: {cert_file: %q, key_file: %q}", o.IngressTLS.Cert, o.IngressTLS.Key)
+	}
 	brokers := "[]"
 	if len(o.Brokers) > 0 {
 		brokers = `["` + strings.Join(o.Brokers, `", "`) + `"]`
@@ -285,7 +293,7 @@ ingress:
   listen: %s
   path: /webhooks/meta
   max_body_bytes: %d
-  retry_after: %s
+  retry_after: %s%s
 admin:
   listen: %s
 meta:
@@ -304,7 +312,7 @@ log:
   level: info
 shutdown:
   grace_period: %s
-`, e.Ingress, o.MaxBodyBytes, o.RetryAfter, e.Admin, testVerifyToken, testAppSecret, brokers, e.Kafka,
+`, e.Ingress, o.MaxBodyBytes, o.RetryAfter, ingressTLS, e.Admin, testVerifyToken, testAppSecret, brokers, e.Kafka,
 		o.ProduceTimeout, o.ReloadInterval, o.GracePeriod)
 	if o.Delivery != "" {
 		cfg += "delivery: " + o.Delivery + "\n"

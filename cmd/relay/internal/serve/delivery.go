@@ -33,6 +33,9 @@ func (s *server) runDelivery(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	watching, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	go watchTLSFiles(watching, log, s.tlsFailing, "delivery_client", tlsClient)
 	transport := &kafka.Transport{Dial: s.dial, ClientID: cfg.Kafka.ClientID + "-delivery", DialTimeout: 5 * time.Second, MetadataTTL: 2 * time.Second}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerAddrs()...), Transport: transport, Timeout: 10 * time.Second}

@@ -47,6 +47,7 @@ type Options struct {
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	logger := opts.Logger
 	s := &server{cfg: cfg, logger: logger, reg: prometheus.NewRegistry(), version: opts.Version}
+	s.tlsFailing = newTLSFailing(s.reg)
 	s.reg.MustRegister(
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			// How long runnable goroutines wait for a CPU, and GC pauses:
@@ -90,10 +91,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 // server holds what Run started, in start order.
 type server struct {
-	cfg     *config.Config
-	logger  *slog.Logger
-	reg     *prometheus.Registry
-	version string
+	cfg    *config.Config
+	logger *slog.Logger
+	reg    *prometheus.Registry
+	// tlsFailing is relay_tls_reload_failing (watchTLSFiles).
+	tlsFailing *prometheus.GaugeVec
+	version    string
 
 	broker    *embeddedBroker
 	transport *kafka.Transport
@@ -275,13 +278,14 @@ func (s *server) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ingress.listen: %w", err)
 	}
+	var ingressTLS *tlsconf.Server
 	if cfg.Ingress.TLS.CertFile != "" {
-		ts, err := tlsconf.NewServer(cfg.Ingress.TLS.CertFile, cfg.Ingress.TLS.KeyFile)
+		ingressTLS, err = tlsconf.NewServer(cfg.Ingress.TLS.CertFile, cfg.Ingress.TLS.KeyFile)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("ingress.tls: %w", err)
 		}
-		ln = tls.NewListener(ln, ts.Config())
+		ln = tls.NewListener(ln, ingressTLS.Config())
 	}
 	s.ingressAddr = ln.Addr().String()
 	go func() {
@@ -293,6 +297,9 @@ func (s *server) setup(ctx context.Context) error {
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
 	s.bg.Go(func() { reg.Watch(bgCtx, cfg.Tenants.ReloadInterval) })
+	if ingressTLS != nil {
+		s.bg.Go(func() { watchTLSFiles(bgCtx, s.logger, s.tlsFailing, "ingress", ingressTLS) })
+	}
 	if cfg.Delivery.On() {
 		dctx, dcancel := context.WithCancel(context.Background())
 		s.deliveryCancel, s.deliveryDone = dcancel, make(chan struct{})

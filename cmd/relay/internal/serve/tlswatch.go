@@ -1,0 +1,61 @@
+package serve
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// tlsFileCheck is how often the relay re-reads its certificate and CA
+// files to report a replacement that does not load.
+const tlsFileCheck = 5 * time.Second
+
+// reloader is a set of certificate files read again on Reload.
+type reloader interface{ Reload() error }
+
+// newTLSFailing registers relay_tls_reload_failing{files}.
+func newTLSFailing(reg prometheus.Registerer) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "relay_tls_reload_failing",
+		Help: "1 while a replaced certificate, key or CA file does not load (the previous ones stay in use), by the files' role: ingress, delivery_client.",
+	}, []string{"files"})
+	reg.MustRegister(g)
+	return g
+}
+
+// watchTLSFiles re-reads r's files every tlsFileCheck until ctx ends. A
+// replacement that does not load (a new certificate with the old key, a
+// file half written) keeps the loaded one in use, as tlsconf does on its
+// own at handshakes; this makes it seen: logged when it starts and ends,
+// and relay_tls_reload_failing{files=name} is 1 meanwhile. Without it a
+// failed rotation would go unnoticed until the old certificate expired.
+func watchTLSFiles(ctx context.Context, log *slog.Logger, failing *prometheus.GaugeVec, name string, r reloader) {
+	gauge := failing.WithLabelValues(name)
+	gauge.Set(0)
+	t := time.NewTicker(tlsFileCheck)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		msg := ""
+		if err := r.Reload(); err != nil {
+			msg = err.Error()
+		}
+		switch {
+		case msg == last:
+		case msg != "":
+			gauge.Set(1)
+			log.Error("certificate files replaced but they do not load; the previous ones stay in use", "files", name, "err", msg)
+		default:
+			gauge.Set(0)
+			log.Info("certificate files load again", "files", name)
+		}
+		last = msg
+	}
+}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -31,13 +32,16 @@ type SinkConfig struct {
 	// (mutual TLS), as a production instance would.
 	ClientCAFile string
 	// Secret is the tenant's signing secret ("whsec_…"); when set, both
-	// X-Hub-Signature-256 and webhook-signature are verified and a
-	// delivery failing either is answered 401.
+	// X-Hub-Signature-256 and webhook-signature are verified, and so is
+	// webhook-timestamp's distance from now (TimestampTolerance); a
+	// delivery failing any is answered 401.
 	Secret string
 	// Out, when set, gets one JSON line per delivery.
 	Out io.Writer
 	// PrintBody adds the body to each line.
 	PrintBody bool
+	// MaxBody bounds the bodies taken (0: SinkMaxBody); larger ones get 413.
+	MaxBody int
 	// OnReceive, when set, is called for every verified delivery.
 	OnReceive func(Receipt)
 }
@@ -50,9 +54,19 @@ type Receipt struct {
 	Bytes      int       `json:"bytes"`
 	MetaOK     bool      `json:"x_hub_signature_256_ok"`
 	StandardOK bool      `json:"webhook_signature_ok"`
-	ClientCert string    `json:"client_cert,omitempty"`
-	Body       string    `json:"body,omitempty"`
+	// TimestampOK: webhook-timestamp is within TimestampTolerance of the
+	// receipt, as Standard Webhooks verifiers require against replays.
+	TimestampOK bool   `json:"webhook_timestamp_ok"`
+	ClientCert  string `json:"client_cert,omitempty"`
+	Body        string `json:"body,omitempty"`
 }
+
+// SinkMaxBody bounds the bodies a Sink takes; larger ones get 413.
+const SinkMaxBody = 64 << 20
+
+// TimestampTolerance is how far webhook-timestamp may be from the receipt
+// (the Standard Webhooks libraries' default).
+const TimestampTolerance = 5 * time.Minute
 
 // Sink is a running fake instance.
 type Sink struct {
@@ -111,13 +125,21 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	limit := cmp.Or(s.cfg.MaxBody, SinkMaxBody)
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		http.Error(w, "read error", http.StatusBadRequest)
 		return
 	}
+	if len(body) > limit {
+		// Not a signature mismatch: checking a cut body would say so.
+		http.Error(w, fmt.Sprintf("body over %d bytes", limit), http.StatusRequestEntityTooLarge)
+		return
+	}
 	rc := Receipt{ID: r.Header.Get("webhook-id"), At: time.Now().UTC(), Bytes: len(body)}
-	rc.Timestamp, _ = strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
+	ts, tsErr := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
+	rc.Timestamp = ts
+	rc.TimestampOK = tsErr == nil && rc.At.Sub(time.Unix(ts, 0)).Abs() <= TimestampTolerance
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		rc.ClientCert = r.TLS.PeerCertificates[0].Subject.CommonName
 	}
@@ -136,6 +158,10 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.Secret != "" && (!rc.MetaOK || !rc.StandardOK) {
 		http.Error(w, "signature mismatch", http.StatusUnauthorized)
+		return
+	}
+	if s.cfg.Secret != "" && !rc.TimestampOK {
+		http.Error(w, "webhook-timestamp outside the tolerance", http.StatusUnauthorized)
 		return
 	}
 	if s.cfg.OnReceive != nil {

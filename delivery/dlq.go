@@ -159,7 +159,9 @@ func (d *DLQ) scan(ctx context.Context, fn func(offset int64, key, value []byte,
 // and headers (the DLQ's own headers dropped, relay-redriven-at added), then
 // marks them redriven so that a later redrive does not repeat them. If the
 // process dies between the two steps, a later redrive repeats them: the
-// instance sees the same webhook-id twice.
+// instance sees the same webhook-id twice. A redrive that fails part way
+// marks what it wrote. Two redrives of one tenant at once both write every
+// dead letter: run one at a time.
 func (d *DLQ) Redrive(ctx context.Context, tenantID string, partition int32) (int, error) {
 	dls, err := d.List(ctx, tenantID)
 	if err != nil || len(dls) == 0 {
@@ -179,20 +181,52 @@ func (d *DLQ) Redrive(ctx context.Context, tenantID string, partition int32) (in
 		headers = append(headers, kafka.Header{Key: HeaderRedrivenAt, Value: []byte(now.Format(time.RFC3339Nano))})
 		recs = append(recs, kafka.Record{Key: kafka.NewBytes(dl.Key), Value: kafka.NewBytes(dl.Value), Headers: headers, Time: now})
 	}
-	// One produce request per chunk, in order.
-	for start := 0; start < len(recs); start += 500 {
-		end := min(start+500, len(recs))
+	// One produce request per chunk, in order. A chunk is bounded in bytes
+	// as well as in records: the broker refuses a request larger than the
+	// topic's max.message.bytes, and 500 dead letters of 20 KB already are.
+	for start := 0; start < len(recs); {
+		end, size := start, 0
+		for end < len(recs) && end-start < redriveChunkRecords {
+			n := len(dls[end].Key) + len(dls[end].Value) + 64
+			for _, h := range recs[end].Headers {
+				n += len(h.Key) + len(h.Value)
+			}
+			if end > start && size+n > redriveChunkBytes {
+				break
+			}
+			size += n
+			end++
+		}
 		if err := d.produce(ctx, d.Events, int(partition), recs[start:end]); err != nil {
+			if start > 0 {
+				// Mark what was written, so that a later redrive goes on
+				// from there instead of writing it again.
+				if merr := d.mark(ctx, tenantID, dls[start-1].Offset, start, now); merr != nil {
+					err = errors.Join(err, merr)
+				}
+			}
 			return start, err
 		}
+		start = end
 	}
-	marker, _ := json.Marshal(map[string]any{"tenant": tenantID, "redriven_through": dls[len(dls)-1].Offset, "count": len(dls), "at": now})
-	err = d.produce(ctx, d.Topic, 0, []kafka.Record{{
-		Key: kafka.NewBytes([]byte(tenantID)), Value: kafka.NewBytes(marker), Time: now,
-		Headers: []kafka.Header{{Key: HeaderTenant, Value: []byte(tenantID)}, {Key: headerDLQMarker, Value: []byte("redriven")}},
-	}})
-	if err != nil {
+	if err := d.mark(ctx, tenantID, dls[len(dls)-1].Offset, len(dls), now); err != nil {
 		return len(dls), fmt.Errorf("redriven, but marking them so failed (a later redrive repeats them): %w", err)
 	}
 	return len(dls), nil
+}
+
+// Bounds of one redrive produce request.
+const (
+	redriveChunkRecords = 500
+	redriveChunkBytes   = 1 << 20
+)
+
+// mark writes the marker saying tenant's dead letters through offset are
+// redriven (count of them, this time), so List and Redrive start after it.
+func (d *DLQ) mark(ctx context.Context, tenantID string, through int64, count int, at time.Time) error {
+	marker, _ := json.Marshal(map[string]any{"tenant": tenantID, "redriven_through": through, "count": count, "at": at})
+	return d.produce(ctx, d.Topic, 0, []kafka.Record{{
+		Key: kafka.NewBytes([]byte(tenantID)), Value: kafka.NewBytes(marker), Time: at,
+		Headers: []kafka.Header{{Key: HeaderTenant, Value: []byte(tenantID)}, {Key: headerDLQMarker, Value: []byte("redriven")}},
+	}})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -28,9 +29,51 @@ type ServerConfig struct {
 // that pre-connects would otherwise hold a graceful shutdown that long.
 type Server struct {
 	*fasthttp.Server
+	log *slog.Logger
 
 	mu    sync.Mutex
 	fresh map[net.Conn]struct{}
+}
+
+// Serve serves ln until the server shuts down. Running out of file
+// descriptors or memory for a moment does not end it: fasthttp stops at
+// any accept error but a timeout, which let a flood of connections stop
+// the whole relay; such errors are retried after a pause.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.Server.Serve(&retryListener{Listener: ln, log: s.log})
+}
+
+// retryListener retries Accept errors that pass (out of descriptors,
+// buffers or memory, an aborted handshake), pausing 5 ms doubling to 1 s.
+type retryListener struct {
+	net.Listener
+	log    *slog.Logger
+	logged time.Time
+}
+
+func (l *retryListener) Accept() (net.Conn, error) {
+	var pause time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil || !acceptRetryable(err) {
+			return c, err
+		}
+		pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+		if now := time.Now(); now.Sub(l.logged) >= 10*time.Second {
+			l.logged = now
+			l.log.Warn("ingress: accepting a connection failed; retrying (raise the open-file limit or lower ingress.max_concurrency)", "err", err)
+		}
+		time.Sleep(pause)
+	}
+}
+
+func acceptRetryable(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // NewServer returns the server for in. Requests fasthttp refuses before the
@@ -41,7 +84,7 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 	if logger == nil {
 		logger = in.cfg.Logger
 	}
-	s := &Server{fresh: map[net.Conn]struct{}{}}
+	s := &Server{fresh: map[net.Conn]struct{}{}, log: logger}
 	s.Server = &fasthttp.Server{
 		ConnState:                    s.connState,
 		Handler:                      in.Handle,

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Until the relay's client certificate exists, delivery waits. The
+// Until the relay's client certificate exists and loads, delivery waits. The
 // delivery metrics are there meanwhile (zeros, and the wait itself), so
 // that dashboards and alerts see the state rather than no data.
 func TestDeliveryMetricsWhileWaitingForTheClientCert(t *testing.T) {
@@ -28,7 +28,14 @@ func TestDeliveryMetricsWhileWaitingForTheClientCert(t *testing.T) {
 	require.Equal(t, 0.0, metric(t, e.Admin, "relay_delivery_retries_total"))
 	require.Equal(t, 0.0, metric(t, e.Admin, "relay_delivery_paused_partitions"))
 
+	// Files that are there but do not load (garbage, as a file caught half
+	// written): delivery goes on waiting; it used to give up for good.
 	require.NoError(t, os.MkdirAll(later, 0o700))
+	writeFileAtomic(t, files.RelayClient.Cert, []byte("not a certificate"))
+	writeFileAtomic(t, files.RelayClient.Key, []byte("not a key"))
+	require.True(t, p.waitLog("the relay's client certificate does not load", 10*time.Second))
+	require.Equal(t, 1.0, metric(t, e.Admin, "relay_delivery_waiting_for_client_cert"))
+
 	for _, f := range [][2]string{{made.RelayClient.Cert, files.RelayClient.Cert}, {made.RelayClient.Key, files.RelayClient.Key}} {
 		b, err := os.ReadFile(f[0])
 		require.NoError(t, err)

@@ -87,19 +87,23 @@ func (s *server) waitClientCert(ctx context.Context, log interface {
 	if cert == "" {
 		log.Warn("delivery.client_cert_file is not set: instances get plain TLS without a client certificate; those that require mutual TLS will refuse the relay")
 	}
-	warned := false
+	// Files missing, or there but not loading (garbage, a pair that does
+	// not match, a file caught half written): wait for them either way,
+	// saying so once per kind of problem. Giving up would leave delivery
+	// stopped for good while the ingress answers 200.
+	last := ""
 	for {
 		c, err := tlsconf.NewClient(cert, key)
 		if err == nil {
 			return c, nil
 		}
-		if !errors.Is(err, os.ErrNotExist) {
-			log.Error("delivery not started: the relay's client certificate does not load", "err", err)
-			return nil, err
-		}
-		if !warned {
-			log.Warn("delivery waits for the relay's client certificate (create one with: relay certs init --dir certs)", "cert_file", cert, "key_file", key)
-			warned = true
+		if msg := err.Error(); msg != last {
+			last = msg
+			if errors.Is(err, os.ErrNotExist) {
+				log.Warn("delivery waits for the relay's client certificate (create one with: relay certs init --dir certs)", "cert_file", cert, "key_file", key)
+			} else {
+				log.Error("delivery waits: the relay's client certificate does not load", "cert_file", cert, "key_file", key, "err", err)
+			}
 		}
 		if !sleepCtx(ctx, 2*time.Second) {
 			return nil, ctx.Err()

@@ -73,6 +73,18 @@ func (a *Assigner) EnsureTopics(ctx context.Context, events TopicSpec) error {
 	)
 }
 
+// Partition returns tenant id's partition as recorded, without claiming
+// anything: false if it has none yet. Tools that act on one tenant use it,
+// so that a stale local tenants file cannot claim partitions.
+func (a *Assigner) Partition(ctx context.Context, id string) (int32, bool, error) {
+	st, err := a.read(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	p, ok := st.winner[id]
+	return p, ok, nil
+}
+
 // Assign returns the partition of every tenant in ids, claiming partitions
 // for those that have none, and grows the events topic to hold them.
 func (a *Assigner) Assign(ctx context.Context, ids []string) (map[string]int32, error) {

@@ -52,3 +52,22 @@ func TestAssignmentsOutliveTheBrokersRetention(t *testing.T) {
 		})
 	}
 }
+
+// Partition reads a tenant's partition and claims nothing: `relay dlq
+// redrive` used to call Assign with its own tenants file, which claimed
+// partitions for whatever that (possibly stale) file listed.
+func TestPartitionReadsWithoutClaiming(t *testing.T) {
+	tc := newTestCluster(t)
+	want := tc.assign(tc.assigner(), "acme", "globex")
+	before := len(tc.records())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, ok, err := tc.assigner().Partition(ctx, "globex")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, want["globex"], p)
+	_, ok, err = tc.assigner().Partition(ctx, "zeta")
+	require.NoError(t, err)
+	require.False(t, ok, "a tenant without a claim has no partition")
+	require.Len(t, tc.records(), before, "nothing claimed")
+}

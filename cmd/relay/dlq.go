@@ -96,18 +96,24 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay dlq redrive: tenant %q is not in %s\n", *tenantID, cfg.Tenants.File)
 		return 1
 	}
+	// Read the tenant's partition, claim nothing: this command's tenants
+	// file may be older or newer than the relays'.
 	admin := &tenant.Admin{Client: client, Brokers: cfg.BrokerAddrs(), ReplicationFactor: -1}
-	parts, err := (&tenant.Assigner{Admin: admin, Topic: cfg.Kafka.Topics.Tenants, Events: cfg.Kafka.Topics.Events}).Assign(ctx, ids)
+	part, ok, err := (&tenant.Assigner{Admin: admin, Topic: cfg.Kafka.Topics.Tenants, Events: cfg.Kafka.Topics.Events}).Partition(ctx, *tenantID)
 	if err != nil {
 		fmt.Fprintf(stderr, "relay dlq redrive: %v\n", err)
 		return 1
 	}
-	n, err := dlq.Redrive(ctx, *tenantID, parts[*tenantID])
+	if !ok {
+		fmt.Fprintf(stderr, "relay dlq redrive: tenant %q has no partition yet: a relay serving it assigns one\n", *tenantID)
+		return 1
+	}
+	n, err := dlq.Redrive(ctx, *tenantID, part)
 	if err != nil {
 		fmt.Fprintf(stderr, "relay dlq redrive: %d redriven; %v\n", n, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "redrove %d events of tenant %s into %s partition %d\n", n, *tenantID, cfg.Kafka.Topics.Events, parts[*tenantID])
+	fmt.Fprintf(stdout, "redrove %d events of tenant %s into %s partition %d\n", n, *tenantID, cfg.Kafka.Topics.Events, part)
 	return 0
 }
 

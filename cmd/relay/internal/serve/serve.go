@@ -330,8 +330,10 @@ func (s *server) readiness(ctx context.Context) error {
 // shutdown stops accepting, finishes in-flight requests, flushes the
 // producer, drains delivery and commits its offsets, and closes, all within
 // the grace period. Requests get the grace period less a reserve for the
-// flush; a client still sending when that runs out is cut off (it never got
-// a 200, so nothing acknowledged is lost) and the shutdown stays clean.
+// flush. A client still sending when that runs out is not cut off: fasthttp
+// leaves its connection open until the process exits, and whatever it
+// completes then is answered 503 (the producer is closed), so nothing
+// acknowledged is lost and the shutdown goes on.
 func (s *server) shutdown() error {
 	s.draining.Store(true)
 	grace := s.cfg.Shutdown.GracePeriod
@@ -347,7 +349,7 @@ func (s *server) shutdown() error {
 	if s.ingress != nil {
 		ictx, icancel := context.WithTimeout(ctx, grace-min(grace/3, 5*time.Second))
 		if err := s.ingress.ShutdownWithContext(ictx); err != nil {
-			s.logger.Warn("requests still unfinished at the end of the grace period were cut off; none had been answered", "err", err)
+			s.logger.Warn("requests still unfinished at the end of the grace period; none had been answered, and any that completes now gets 503", "err", err)
 		}
 		icancel()
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -28,4 +29,20 @@ func TestSecondRelayOnTheSameDataDirFails(t *testing.T) {
 	first.stop()
 	third := e.start()
 	require.NoError(t, third.waitReady(e.Admin, 5*time.Second))
+}
+
+// A taken ingress port fails the start at once, also while Kafka cannot be
+// reached; the start used to wait for Kafka first, for ever, saying only
+// "not ready".
+func TestTakenIngressPortFailsTheStartAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { taken.Close() })
+	e := newRelayEnv(t, relayOptions{Brokers: []string{freeAddr(t)}}) // nothing listens there
+	e.Ingress = taken.Addr().String()
+	e.writeConfig()
+	p := e.spawn()
+	require.True(t, p.wait(20*time.Second), "the relay did not exit")
+	require.Equal(t, 1, p.state.ExitCode())
+	require.Contains(t, p.Stderr(), "ingress.listen")
 }

@@ -155,6 +155,15 @@ func (s *server) start(ctx context.Context) error {
 		Brokers:           brokers,
 		ReplicationFactor: rf,
 	}
+	// A taken ingress port fails the start now, not after setup has waited
+	// for Kafka (for ever, were Kafka away). The port is bound for real once
+	// the ingress can answer: until then a client is refused at once rather
+	// than left waiting in the listen queue.
+	probe, err := net.Listen("tcp", s.cfg.Ingress.Listen)
+	if err != nil {
+		return fmt.Errorf("ingress.listen: %w", err)
+	}
+	probe.Close()
 	s.adminSrv = newAdminServer(s.reg, s.readiness, s.cfg.Admin.Pprof)
 	ln, err := net.Listen("tcp", s.cfg.Admin.Listen)
 	if err != nil {

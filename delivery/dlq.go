@@ -224,6 +224,10 @@ const (
 // mark writes the marker saying tenant's dead letters through offset are
 // redriven (count of them, this time), so List and Redrive start after it.
 func (d *DLQ) mark(ctx context.Context, tenantID string, through int64, count int, at time.Time) error {
+	// Also when ctx has just ended (the command's --timeout, Ctrl-C): what
+	// was written must be marked, or a later redrive writes it again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	marker, _ := json.Marshal(map[string]any{"tenant": tenantID, "redriven_through": through, "count": count, "at": at})
 	return d.produce(ctx, d.Topic, 0, []kafka.Record{{
 		Key: kafka.NewBytes([]byte(tenantID)), Value: kafka.NewBytes(marker), Time: at,

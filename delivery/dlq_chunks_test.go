@@ -45,3 +45,41 @@ func TestRedriveChunksBySize(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, left, "marked redriven")
 }
+
+// A redrive that fails part way (here the broker refuses the last chunk:
+// one dead letter over the topic's limit) marks what it wrote, so that a
+// later redrive goes on from there instead of writing it again.
+func TestRedriveMarksWhatItWroteWhenAChunkFails(t *testing.T) {
+	e := newTestEnv(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := e.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+		{Topic: "part.events", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(1 << 20)}}},
+		{Topic: "part.dlq", NumPartitions: 1, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(4 << 20)}}},
+	}})
+	require.NoError(t, err)
+	for _, err := range res.Errors {
+		require.NoError(t, err)
+	}
+	d := &DLQ{Client: e.client, Topic: "part.dlq", Events: "part.events"}
+	evs := simpleEvents("acme", "1", "acme", 4)
+	for i, te := range evs {
+		value := te.Value
+		if i == 3 {
+			value = append(append([]byte{}, te.Value...), bytes.Repeat([]byte("x"), 2<<20)...) // over the events topic's limit
+		}
+		ev := &Event{Key: []byte("acme"), Value: value, Headers: te.headers(), Time: time.Now()}
+		ev.fill()
+		require.NoError(t, d.DeadLetter(ctx, ev, "status 400", 1, time.Now()))
+	}
+	n, err := d.Redrive(ctx, "acme", 0)
+	require.Error(t, err)
+	require.Equal(t, 3, n)
+	require.Len(t, e.records("part.events", 0), 3)
+	left, err := d.List(ctx, "acme")
+	require.NoError(t, err)
+	require.Len(t, left, 1, "only the one not written is still listed")
+	require.Equal(t, evs[3].ID, left[0].EventID)
+}

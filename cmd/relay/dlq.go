@@ -96,8 +96,9 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay dlq redrive: tenant %q is not in %s\n", *tenantID, cfg.Tenants.File)
 		return 1
 	}
-	// Read the tenant's partition, claim nothing: this command's tenants
-	// file may be older or newer than the relays'.
+	// The tenants file says the tenant is served (a removed tenant's events
+	// would only be dead-lettered again). Its partition comes from Kafka,
+	// claiming nothing: this file may be older or newer than the relays'.
 	admin := &tenant.Admin{Client: client, Brokers: cfg.BrokerAddrs(), ReplicationFactor: -1}
 	part, ok, err := (&tenant.Assigner{Admin: admin, Topic: cfg.Kafka.Topics.Tenants, Events: cfg.Kafka.Topics.Events}).Partition(ctx, *tenantID)
 	if err != nil {

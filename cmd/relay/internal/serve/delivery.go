@@ -24,7 +24,7 @@ func (s *server) runDelivery(ctx context.Context) {
 	sinkMetrics, runtimeMetrics := delivery.NewSinkMetrics(s.reg), delivery.NewRuntimeMetrics(s.reg)
 	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "relay_delivery_waiting_for_client_cert",
-		Help: "1 while delivery waits for the relay's client certificate files to exist.",
+		Help: "1 while delivery waits for the relay's client certificate files to exist and load.",
 	})
 	s.reg.MustRegister(waiting)
 	waiting.Set(1)
@@ -78,7 +78,7 @@ func (s *server) runDelivery(ctx context.Context) {
 }
 
 // waitClientCert loads the relay's client certificate, waiting while its
-// files do not exist yet.
+// files do not exist or do not load.
 func (s *server) waitClientCert(ctx context.Context, log interface {
 	Warn(string, ...any)
 	Error(string, ...any)

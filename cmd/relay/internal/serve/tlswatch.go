@@ -19,7 +19,7 @@ type reloader interface{ Reload() error }
 func newTLSFailing(reg prometheus.Registerer) *prometheus.GaugeVec {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "relay_tls_reload_failing",
-		Help: "1 while a replaced certificate, key or CA file does not load (the previous ones stay in use), by the files' role: ingress, delivery_client.",
+		Help: "1 while a replaced certificate or key file does not load (the previous ones stay in use), by the files' role: ingress, delivery_client.",
 	}, []string{"files"})
 	reg.MustRegister(g)
 	return g
@@ -34,6 +34,7 @@ func newTLSFailing(reg prometheus.Registerer) *prometheus.GaugeVec {
 func watchTLSFiles(ctx context.Context, log *slog.Logger, failing *prometheus.GaugeVec, name string, r reloader) {
 	gauge := failing.WithLabelValues(name)
 	gauge.Set(0)
+	defer gauge.Set(0) // not watched any more (delivery stopped): no stale 1
 	t := time.NewTicker(tlsFileCheck)
 	defer t.Stop()
 	last := ""

@@ -112,30 +112,12 @@ func TestTenants_RemovedTenantForgotten(t *testing.T) {
 	r := e.start("relay.test.removed", nil, nil)
 	instA.waitDelivered(1)
 	instB.waitDelivered(1)
-	breakerSeries := func() []string {
-		mfs, err := r.metrics.Gather()
-		require.NoError(t, err)
-		var tenants []string
-		for _, mf := range mfs {
-			if mf.GetName() != "relay_delivery_breaker_state" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "tenant" {
-						tenants = append(tenants, l.GetValue())
-					}
-				}
-			}
-		}
-		return tenants
-	}
-	require.ElementsMatch(t, []string{"acme", "globex"}, breakerSeries())
+	require.ElementsMatch(t, []string{"acme", "globex"}, breakerTenants(t, r.metrics))
 
 	e.setTenants(a)
 	e.produce(pA, simpleEvents("acme", "1", "acme-2", 1)...)
 	instA.waitDelivered(2)
-	require.Equal(t, []string{"acme"}, breakerSeries())
+	require.Equal(t, []string{"acme"}, breakerTenants(t, r.metrics))
 	r.sink.mu.Lock()
 	defer r.sink.mu.Unlock()
 	require.Len(t, r.sink.tenants, 1)

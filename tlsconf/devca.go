@@ -239,20 +239,22 @@ func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 		return nil, fmt.Errorf("devca: %w", err)
 	}
 
+	// Issue everything first, then write: a failure part way through the
+	// writes names what was already replaced, since a CA and certificates
+	// of another CA side by side do not work together.
 	ca, err := NewCA("relay development CA")
 	if err != nil {
-		return nil, err
-	}
-	if err := ca.WriteFiles(files.CA.Cert, files.CA.Key); err != nil {
 		return nil, err
 	}
 	client, err := ca.IssueClient("relay")
 	if err != nil {
 		return nil, err
 	}
-	if err := client.WriteFiles(files.RelayClient.Cert, files.RelayClient.Key); err != nil {
-		return nil, err
+	type issued struct {
+		cert *Cert
+		to   FilePair
 	}
+	todo := []issued{{&ca.Cert, files.CA}, {client, files.RelayClient}}
 	servers := []FilePair{files.Ingress}
 	for _, t := range tenants {
 		servers = append(servers, files.Tenants[t])
@@ -262,9 +264,17 @@ func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := c.WriteFiles(fp.Cert, fp.Key); err != nil {
+		todo = append(todo, issued{c, fp})
+	}
+	var written []string
+	for _, it := range todo {
+		if err := it.cert.WriteFiles(it.to.Cert, it.to.Key); err != nil {
+			if len(written) > 0 {
+				return nil, fmt.Errorf("%w (already written, from the new CA: %s; run it again to make a consistent set)", err, strings.Join(written, ", "))
+			}
 			return nil, err
 		}
+		written = append(written, it.to.Cert, it.to.Key)
 	}
 	return files, nil
 }

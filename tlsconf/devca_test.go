@@ -267,3 +267,20 @@ func TestInitDevCATenantNames(t *testing.T) {
 	_, err := InitDevCA("", nil, false)
 	require.ErrorContains(t, err, "devca: empty directory")
 }
+
+// A --force run that fails part way (here globex's key cannot be replaced;
+// in life a full disk or a permission) leaves the new CA beside
+// certificates of the old one. The error now names what was already
+// written, so that the operator knows the set is mixed.
+func TestInitDevCAPartialFailureNamesWhatWasWritten(t *testing.T) {
+	dir := t.TempDir()
+	_, err := InitDevCA(dir, []string{"acme", "globex", "zeta"}, false)
+	require.NoError(t, err)
+	key := filepath.Join(dir, "globex-key.pem")
+	require.NoError(t, os.Remove(key))
+	require.NoError(t, os.MkdirAll(filepath.Join(key, "x"), 0o755)) // a rename over it fails
+	_, err = InitDevCA(dir, []string{"acme", "globex", "zeta"}, true)
+	require.Error(t, err)
+	require.ErrorContains(t, err, "already written, from the new CA: "+filepath.Join(dir, "ca.pem"))
+	require.ErrorContains(t, err, "run it again to make a consistent set")
+}

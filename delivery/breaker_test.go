@@ -2,7 +2,10 @@ package delivery
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
@@ -113,4 +116,36 @@ func TestStaleTenantNotRebuilt(t *testing.T) {
 	require.NoError(t, err)
 	require.Same(t, cur, got, "the current state was replaced")
 	require.Equal(t, "https://127.0.0.1:2/", got.url)
+}
+
+// A tenant's ca_file replaced by one that does not load leaves the
+// previous CA in use (tlsconf); WatchCAFiles makes it seen in
+// relay_delivery_ca_reload_failing{tenant}, until the file loads again.
+func TestWatchCAFilesReportsAFileThatDoesNotLoad(t *testing.T) {
+	e := newTestEnv(t, 1)
+	caFile := filepath.Join(t.TempDir(), "acme-ca.pem")
+	good, err := os.ReadFile(e.caFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(caFile, good, 0o600))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: caFile, Secret: newSecret(t)})
+	reg := prometheus.NewRegistry()
+	s, err := NewSink(e.testSinkConfig(reg))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	_, err = s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.WatchCAFiles(ctx, 10*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	failing := func() float64 {
+		v, err := gatherValue(reg, "relay_delivery_ca_reload_failing", "tenant", "acme")
+		require.NoError(t, err)
+		return v
+	}
+	require.NoError(t, os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"), 0o600))
+	require.Eventually(t, func() bool { return failing() == 1 }, waitFor, tick)
+	require.NoError(t, os.WriteFile(caFile, good, 0o600))
+	require.Eventually(t, func() bool { return failing() == 0 }, waitFor, tick)
 }

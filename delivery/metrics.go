@@ -85,6 +85,7 @@ type SinkMetrics struct {
 	retries    prometheus.Counter
 	dlq        *prometheus.CounterVec
 	breaker    *prometheus.GaugeVec
+	caFailing  *prometheus.GaugeVec
 	paused     prometheus.Gauge
 	suspended  prometheus.Gauge
 }
@@ -127,7 +128,11 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 			Help: "Tenants suspended after their instance answered 410 Gone, until their configuration changes.",
 		}),
 	}
-	reg.MustRegister(m.deliveries, m.attempt, m.endToEnd, m.retries, m.dlq, m.breaker, m.paused, m.suspended)
+	m.caFailing = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "relay_delivery_ca_reload_failing",
+		Help: "1 while a tenant's replaced ca_file does not load (the previous CA stays in use for new connections).",
+	}, []string{"tenant"})
+	reg.MustRegister(m.deliveries, m.attempt, m.endToEnd, m.retries, m.dlq, m.breaker, m.caFailing, m.paused, m.suspended)
 	for _, r := range []string{"delivered", "retry", "permanent", "gone"} {
 		m.deliveries.WithLabelValues(r)
 	}

@@ -157,6 +157,7 @@ type instance struct {
 	key         []byte
 	client      *http.Client
 	transport   *http.Transport
+	dialer      *tlsconf.Dialer
 	breaker     *gobreaker.CircuitBreaker[struct{}]
 
 	mu        sync.Mutex
@@ -219,6 +220,7 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 			return http.ErrUseLastResponse // a redirect is an answer, not a new destination
 		}},
 		transport: tr,
+		dialer:    dialer,
 	}
 	in.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        t.ID,
@@ -267,9 +269,68 @@ func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
 		delete(s.tenants, id)
 		if m := s.cfg.Metrics; m != nil {
 			m.breaker.DeleteLabelValues(id)
+			m.caFailing.DeleteLabelValues(id)
 		}
 	}
 	s.countSuspendedLocked()
+}
+
+// WatchCAFiles re-reads every known tenant's ca_file every interval until
+// ctx ends. One replaced by a file that does not load leaves the previous
+// CA in use for new connections (tlsconf); this makes it seen: logged when
+// it starts and stops, and relay_delivery_ca_reload_failing{tenant} is 1
+// meanwhile.
+func (s *Sink) WatchCAFiles(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := map[string]string{} // tenant → error text
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		ins := make([]*instance, 0, len(s.tenants))
+		for _, in := range s.tenants {
+			ins = append(ins, in)
+		}
+		s.mu.Unlock()
+		seen := map[string]bool{}
+		for _, in := range ins {
+			seen[in.id] = true
+			msg := ""
+			if err := in.dialer.Reload(); err != nil {
+				msg = err.Error()
+			}
+			if msg == failing[in.id] {
+				continue
+			}
+			s.mu.Lock()
+			if s.tenants[in.id] != in {
+				s.mu.Unlock()
+				continue // replaced or removed meanwhile: not its series any more
+			}
+			v := 0.0
+			if msg != "" {
+				v = 1
+				failing[in.id] = msg
+				s.cfg.Logger.Error("tenant's ca_file replaced but it does not load; the previous CA stays in use", "tenant", in.id, "err", msg)
+			} else {
+				delete(failing, in.id)
+				s.cfg.Logger.Info("tenant's ca_file loads again", "tenant", in.id)
+			}
+			if m := s.cfg.Metrics; m != nil {
+				m.caFailing.WithLabelValues(in.id).Set(v)
+			}
+			s.mu.Unlock()
+		}
+		for id := range failing {
+			if !seen[id] {
+				delete(failing, id) // removed: its series went with it
+			}
+		}
+	}
 }
 
 // errTenantStale: the tenant was looked up in an older tenants file; it

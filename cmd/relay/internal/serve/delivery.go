@@ -59,6 +59,7 @@ func (s *server) runDelivery(ctx context.Context) {
 		return
 	}
 	defer sink.Close()
+	go sink.WatchCAFiles(watching, tlsFileCheck)
 	err = delivery.Run(ctx, delivery.RuntimeConfig{
 		Brokers:        cfg.BrokerAddrs(),
 		Group:          cfg.Delivery.Group + "." + sink.Name(),

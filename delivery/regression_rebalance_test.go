@@ -147,7 +147,7 @@ func TestRebalanceCommitsWhatFinishedInTheGrace(t *testing.T) {
 	inst := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, r *http.Request, _ *hit) int {
 		started <- struct{}{}
 		select {
-		case <-time.After(rebalanceGrace / 2): // slow, but within the grace
+		case <-time.After(rebalanceGrace - 100*time.Millisecond): // slow, but within the grace, and most likely after the rebalance began
 		case <-r.Context().Done():
 		}
 		return http.StatusOK
@@ -165,4 +165,94 @@ func TestRebalanceCommitsWhatFinishedInTheGrace(t *testing.T) {
 	e.start(group, nil, nil) // a second node joins: a rebalance during the attempt
 	require.Eventually(t, func() bool { return e.committed(group, p) == 1 }, waitFor, 50*time.Millisecond)
 	require.Equal(t, 1, inst.count(), "the event was delivered again after the rebalance")
+}
+
+// A rebalance during a shutdown's drain (a rolling deploy: one node
+// stopping, another joining) used not to cut the stopping node's attempt
+// on a hanging instance, since its context had already ended with
+// ErrShuttingDown: the group waited for it for the whole rebalance timeout
+// (10 s), every tenant with it. The attempt now gets the same grace.
+func TestRebalanceDuringShutdownStillCutsAHangingAttempt(t *testing.T) {
+	const attemptTimeout = 20 * time.Second
+	e := newTestEnv(t, 2)
+	started := make(chan struct{}, 100)
+	release := make(chan struct{})
+	hanging := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, r *http.Request, _ *hit) int {
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+		return http.StatusOK
+	})
+	var (
+		mu    sync.Mutex
+		times []time.Time
+	)
+	healthy := newInstance(t, e.ca, e.caFile, func(http.ResponseWriter, *http.Request, *hit) int {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		return http.StatusOK
+	})
+	e.setTenants(
+		tenantConf{ID: "A", Account: "1", URL: hanging.URL, CAFile: e.caFile, Secret: newSecret(t)},
+		tenantConf{ID: "B", Account: "2", URL: healthy.URL, CAFile: e.caFile, Secret: newSecret(t)},
+	)
+	pA, pB := e.partition("A"), e.partition("B")
+	const group = "relay.regression.rolling"
+	slow := func(c *SinkConfig) { c.Timeout = attemptTimeout }
+	long := func(c *RuntimeConfig) { c.Drain = 15 * time.Second }
+	first := e.start(group, slow, long)
+
+	stopB := make(chan struct{})
+	var producing sync.WaitGroup
+	producing.Go(func() {
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stopB:
+				return
+			case <-tk.C:
+			}
+			e.produce(pB, simpleEvents("B", "2", fmt.Sprintf("B%05d", i), 1)...)
+		}
+	})
+	t.Cleanup(func() { close(stopB); producing.Wait() })
+	healthy.waitDelivered(10)
+	e.produce(pA, simpleEvents("A", "1", "A", 1)...)
+	select {
+	case <-started:
+	case <-time.After(waitFor):
+		t.Fatal("A's event was never attempted")
+	}
+
+	stopped := make(chan struct{})
+	go func() { _ = first.stop(); close(stopped) }() // the first node drains…
+	mu.Lock()
+	joined, before := time.Now(), len(times)
+	mu.Unlock()
+	e.start(group, slow, nil) // …while a second one joins
+	t.Cleanup(func() { close(release) })
+
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(times) >= before+50
+	}, waitFor, tick, "B's deliveries stopped")
+	mu.Lock()
+	prev, gap := joined, time.Duration(0)
+	for _, at := range times[before:] {
+		gap = max(gap, at.Sub(prev))
+		prev = at
+	}
+	mu.Unlock()
+	t.Logf("longest pause of B's deliveries since the join: %v", gap)
+	require.Less(t, gap, 7*time.Second, "the group waited for the stopping node's hanging attempt")
+	select {
+	case <-stopped:
+	case <-time.After(waitFor):
+		t.Fatal("the first node did not stop")
+	}
 }

@@ -56,7 +56,9 @@ func TestRetryAfterNeverPastMaxAge(t *testing.T) {
 	})
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
 	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
-	e.start("relay.test.retry-after-max-age", func(c *SinkConfig) { c.MaxAge = 2 * time.Second }, nil)
+	// max_age counts from the event's arrival, before the group joins: 4 s
+	// leaves a slow machine time for the first attempt.
+	e.start("relay.test.retry-after-max-age", func(c *SinkConfig) { c.MaxAge = 4 * time.Second }, nil)
 	var dls []DeadLetter
 	require.Eventually(t, func() bool { dls = e.deadLetters("acme"); return len(dls) == 1 }, waitFor, 50*time.Millisecond,
 		"dead-lettered once max_age passed")

@@ -257,13 +257,32 @@ func (g *genRun) commitLoop(gctx, stop context.Context) {
 			g.commit()
 			return
 		case <-stop.Done():
-			if !g.waitDrained(gctx.Done(), g.cfg.Drain) {
+			// Wait up to Drain; a rebalance meanwhile (a rolling deploy)
+			// leaves the workers the sink's grace, as above.
+			rebalanced := make(chan struct{})
+			defer context.AfterFunc(gctx, func() {
+				time.AfterFunc(rebalanceGrace+time.Second, func() { close(rebalanced) })
+			})()
+			if !g.waitDrained(rebalanced, g.cfg.Drain) {
 				g.log.Warn("shutdown: events still in flight after the drain period; they will be handled again")
 			}
 			g.commit()
 			return
 		}
 	}
+}
+
+// generationKey is the context key of the generation's own context, which
+// ends at a rebalance even after a shutdown has begun.
+type generationKey struct{}
+
+// generationEnded returns the end of the generation ctx belongs to, nil
+// outside a worker.
+func generationEnded(ctx context.Context) <-chan struct{} {
+	if g, ok := ctx.Value(generationKey{}).(context.Context); ok {
+		return g.Done()
+	}
+	return nil
 }
 
 // waitDrained waits up to d for every worker to return, or until abort
@@ -314,6 +333,9 @@ func (w *worker) loop(gctx, stop context.Context) {
 	ctx, cancel := context.WithCancelCause(gctx)
 	defer cancel(nil)
 	defer context.AfterFunc(stop, func() { cancel(ErrShuttingDown) })()
+	// The generation stays reachable: a rebalance during a shutdown's drain
+	// must still cut what is under way (see Sink.attempt).
+	ctx = context.WithValue(ctx, generationKey{}, gctx)
 	win := newWindow()
 	defer win.wait()
 	var tr *tracker

@@ -492,6 +492,18 @@ func (s *Sink) attempt(ctx context.Context, in *instance, ev *Event) error {
 	defer context.AfterFunc(ctx, func() {
 		if !errors.Is(context.Cause(ctx), ErrShuttingDown) {
 			time.AfterFunc(rebalanceGrace, cancel)
+			return
+		}
+		// Shutting down: let it finish, unless a rebalance comes during the
+		// drain (a rolling deploy), which holds every node as above.
+		if ended := generationEnded(ctx); ended != nil {
+			go func() {
+				select {
+				case <-ended:
+					time.AfterFunc(rebalanceGrace, cancel)
+				case <-actx.Done():
+				}
+			}()
 		}
 	})()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, in.url, bytes.NewReader(ev.Value))

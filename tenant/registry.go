@@ -71,9 +71,10 @@ type Registry struct {
 
 	reloading chan struct{} // holds a token while a reload runs: one at a time
 
-	mu       sync.Mutex        // guards what Watch reads:
-	lastSum  [sha256.Size]byte // of the file the latest reload settled on
-	failedAt time.Time         // of the latest reload, if it failed
+	mu          sync.Mutex        // guards what Watch reads:
+	lastSum     [sha256.Size]byte // of the file the latest reload settled on
+	failedAt    time.Time         // of the latest reload, if it failed
+	lastFailure string            // its error, logged once however often it repeats
 
 	reloads     *prometheus.CounterVec
 	tenantCount prometheus.Gauge
@@ -172,15 +173,20 @@ func (r *Registry) Reload(ctx context.Context) error {
 	defer func() { <-r.reloading }()
 	err := r.reload(ctx)
 	r.mu.Lock()
+	repeated := err != nil && err.Error() == r.lastFailure
 	if err != nil {
-		r.failedAt = time.Now()
+		r.failedAt, r.lastFailure = time.Now(), err.Error()
 	} else {
-		r.failedAt = time.Time{}
+		r.failedAt, r.lastFailure = time.Time{}, ""
 	}
 	r.mu.Unlock()
 	if err != nil {
 		r.reloads.WithLabelValues("failed").Inc()
-		r.cfg.Logger.Error("tenants reload refused; previous tenants stay in force", "file", r.cfg.File, "err", err)
+		log := r.cfg.Logger.Error
+		if repeated {
+			log = r.cfg.Logger.Debug // the same refusal, tried again (RetryRefused): said once
+		}
+		log("tenants reload refused; previous tenants stay in force", "file", r.cfg.File, "err", err)
 		return err
 	}
 	r.reloads.WithLabelValues("ok").Inc()

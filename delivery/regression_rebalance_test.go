@@ -31,16 +31,8 @@ func TestRegressionRebalanceCutsAttemptUnderWay(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	var (
-		mu    sync.Mutex
-		times []time.Time // of B's requests
-	)
-	healthy := newInstance(t, e.ca, e.caFile, func(http.ResponseWriter, *http.Request, *hit) int {
-		mu.Lock()
-		times = append(times, time.Now())
-		mu.Unlock()
-		return http.StatusOK
-	})
+	var b steadyTenant
+	healthy := newInstance(t, e.ca, e.caFile, b.respond)
 	e.setTenants(
 		tenantConf{ID: "A", Account: "1", URL: hanging.URL, CAFile: e.caFile, Secret: newSecret(t)},
 		tenantConf{ID: "B", Account: "2", URL: healthy.URL, CAFile: e.caFile, Secret: newSecret(t)},
@@ -50,22 +42,7 @@ func TestRegressionRebalanceCutsAttemptUnderWay(t *testing.T) {
 	slow := func(c *SinkConfig) { c.Timeout = attemptTimeout }
 	e.start(group, slow, nil)
 
-	// B gets an event every 20 ms for as long as the test runs.
-	stopB := make(chan struct{})
-	var producing sync.WaitGroup
-	producing.Go(func() {
-		tk := time.NewTicker(20 * time.Millisecond)
-		defer tk.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stopB:
-				return
-			case <-tk.C:
-			}
-			e.produce(pB, simpleEvents("B", "2", fmt.Sprintf("B%05d", i), 1)...)
-		}
-	})
-	t.Cleanup(func() { close(stopB); producing.Wait() })
+	b.stream(t, e, pB, "B", "2")
 	healthy.waitDelivered(10)
 
 	e.produce(pA, simpleEvents("A", "1", "A", 1)...)
@@ -74,10 +51,7 @@ func TestRegressionRebalanceCutsAttemptUnderWay(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("A's event was never attempted")
 	}
-	mu.Lock()
-	joined := time.Now()
-	before := len(times)
-	mu.Unlock()
+	b.markNow()
 	e.start(group, slow, nil) // a second node joins the group: a rebalance
 	t.Cleanup(func() { close(release) })
 
@@ -88,20 +62,8 @@ func TestRegressionRebalanceCutsAttemptUnderWay(t *testing.T) {
 	case <-time.After(attemptTimeout / 2):
 		t.Fatal("the rebalance did not cut A's attempt short")
 	}
-	// B keeps flowing through the rebalance: wait for 50 more deliveries
-	// and find the longest pause among B's requests since the join.
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(times) >= before+50
-	}, waitFor, tick, "B's deliveries stopped")
-	mu.Lock()
-	defer mu.Unlock()
-	prev, gap := joined, time.Duration(0)
-	for _, at := range times[before:] {
-		gap = max(gap, at.Sub(prev))
-		prev = at
-	}
+	// B keeps flowing through the rebalance.
+	gap := b.gapAfter(t, 50)
 	t.Logf("longest pause of B's deliveries since the join: %v", gap)
 	require.Less(t, gap, 5*time.Second, "B waited for A's hanging attempt")
 }
@@ -185,16 +147,8 @@ func TestRebalanceDuringShutdownStillCutsAHangingAttempt(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	var (
-		mu    sync.Mutex
-		times []time.Time
-	)
-	healthy := newInstance(t, e.ca, e.caFile, func(http.ResponseWriter, *http.Request, *hit) int {
-		mu.Lock()
-		times = append(times, time.Now())
-		mu.Unlock()
-		return http.StatusOK
-	})
+	var b steadyTenant
+	healthy := newInstance(t, e.ca, e.caFile, b.respond)
 	e.setTenants(
 		tenantConf{ID: "A", Account: "1", URL: hanging.URL, CAFile: e.caFile, Secret: newSecret(t)},
 		tenantConf{ID: "B", Account: "2", URL: healthy.URL, CAFile: e.caFile, Secret: newSecret(t)},
@@ -205,21 +159,7 @@ func TestRebalanceDuringShutdownStillCutsAHangingAttempt(t *testing.T) {
 	long := func(c *RuntimeConfig) { c.Drain = 15 * time.Second }
 	first := e.start(group, slow, long)
 
-	stopB := make(chan struct{})
-	var producing sync.WaitGroup
-	producing.Go(func() {
-		tk := time.NewTicker(20 * time.Millisecond)
-		defer tk.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stopB:
-				return
-			case <-tk.C:
-			}
-			e.produce(pB, simpleEvents("B", "2", fmt.Sprintf("B%05d", i), 1)...)
-		}
-	})
-	t.Cleanup(func() { close(stopB); producing.Wait() })
+	b.stream(t, e, pB, "B", "2")
 	healthy.waitDelivered(10)
 	e.produce(pA, simpleEvents("A", "1", "A", 1)...)
 	select {
@@ -230,24 +170,11 @@ func TestRebalanceDuringShutdownStillCutsAHangingAttempt(t *testing.T) {
 
 	stopped := make(chan struct{})
 	go func() { _ = first.stop(); close(stopped) }() // the first node drains…
-	mu.Lock()
-	joined, before := time.Now(), len(times)
-	mu.Unlock()
+	b.markNow()
 	e.start(group, slow, nil) // …while a second one joins
 	t.Cleanup(func() { close(release) })
 
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(times) >= before+50
-	}, waitFor, tick, "B's deliveries stopped")
-	mu.Lock()
-	prev, gap := joined, time.Duration(0)
-	for _, at := range times[before:] {
-		gap = max(gap, at.Sub(prev))
-		prev = at
-	}
-	mu.Unlock()
+	gap := b.gapAfter(t, 50)
 	t.Logf("longest pause of B's deliveries since the join: %v", gap)
 	require.Less(t, gap, 7*time.Second, "the group waited for the stopping node's hanging attempt")
 	select {
@@ -255,4 +182,67 @@ func TestRebalanceDuringShutdownStillCutsAHangingAttempt(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("the first node did not stop")
 	}
+}
+
+// steadyTenant is a tenant whose healthy instance gets an event every 20 ms
+// for as long as the test runs, and which measures the pauses between
+// deliveries: what one tenant sees of another's trouble.
+type steadyTenant struct {
+	mu    sync.Mutex
+	times []time.Time // of the instance's requests
+	mark  time.Time   // since when gap measures
+	from  int         // requests before mark
+}
+
+func (st *steadyTenant) respond(http.ResponseWriter, *http.Request, *hit) int {
+	st.mu.Lock()
+	st.times = append(st.times, time.Now())
+	st.mu.Unlock()
+	return http.StatusOK
+}
+
+// stream produces an event for the tenant's partition every 20 ms until
+// the test ends.
+func (st *steadyTenant) stream(t *testing.T, e *testEnv, partition int, id, account string) {
+	stop := make(chan struct{})
+	var producing sync.WaitGroup
+	producing.Go(func() {
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			e.produce(partition, simpleEvents(id, account, fmt.Sprintf("%s%05d", id, i), 1)...)
+		}
+	})
+	t.Cleanup(func() { close(stop); producing.Wait() })
+}
+
+// markNow starts the measurement.
+func (st *steadyTenant) markNow() {
+	st.mu.Lock()
+	st.mark, st.from = time.Now(), len(st.times)
+	st.mu.Unlock()
+}
+
+// gapAfter waits for n more deliveries since the mark and returns the
+// longest pause among them (from the mark to the first, then between).
+func (st *steadyTenant) gapAfter(t *testing.T, n int) time.Duration {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.times) >= st.from+n
+	}, waitFor, tick, "the steady tenant's deliveries stopped")
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	prev, gap := st.mark, time.Duration(0)
+	for _, at := range st.times[st.from:] {
+		gap = max(gap, at.Sub(prev))
+		prev = at
+	}
+	return gap
 }

@@ -185,9 +185,10 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 	if snap != s.pruned {
 		s.pruneLocked(snap)
 	}
-	if snap != nil && (snap.Tenant(t.ID) == nil || snap.Tenant(t.ID).Fingerprint() != fp) {
-		// t is from an older snapshot: do not bring its state back, nor
-		// build one from its old settings over the current one's.
+	if cur := tenantIn(snap, t.ID); snap != nil && (cur == nil || cur != t && cur.Fingerprint() != fp) {
+		// t is from an older snapshot, and removed or changed since: do not
+		// bring its state back, nor build one from its old settings over
+		// the current one's. (The same pointer needs no hashing.)
 		return nil, fmt.Errorf("tenant %s: %w", t.ID, errTenantStale)
 	}
 	if in := s.tenants[t.ID]; in != nil && in.fingerprint == fp {
@@ -331,6 +332,14 @@ func (s *Sink) WatchCAFiles(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+// tenantIn is snap's tenant id, nil for none or no snapshot.
+func tenantIn(snap *tenant.Snapshot, id string) *tenant.Tenant {
+	if snap == nil {
+		return nil
+	}
+	return snap.Tenant(id)
 }
 
 // errTenantStale: the tenant was looked up in an older tenants file; it

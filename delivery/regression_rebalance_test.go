@@ -18,52 +18,25 @@ import (
 func TestRegressionRebalanceCutsAttemptUnderWay(t *testing.T) {
 	const attemptTimeout = 20 * time.Second // far above the gap allowed below
 	e := newTestEnv(t, 2)
-	started := make(chan struct{}, 100)
-	cut := make(chan time.Duration, 100)
-	release := make(chan struct{}) // closed when the test ends, before the nodes stop
-	hanging := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, r *http.Request, _ *hit) int {
-		began := time.Now()
-		started <- struct{}{}
-		select { // hangs until the relay gives up on the request
-		case <-r.Context().Done():
-			cut <- time.Since(began)
-		case <-release:
-		}
-		return http.StatusOK
-	})
-	var b steadyTenant
-	healthy := newInstance(t, e.ca, e.caFile, b.respond)
-	e.setTenants(
-		tenantConf{ID: "A", Account: "1", URL: hanging.URL, CAFile: e.caFile, Secret: newSecret(t)},
-		tenantConf{ID: "B", Account: "2", URL: healthy.URL, CAFile: e.caFile, Secret: newSecret(t)},
-	)
-	pA, pB := e.partition("A"), e.partition("B")
+	sc := newHangingScene(t, e)
 	const group = "relay.regression.rebalance"
 	slow := func(c *SinkConfig) { c.Timeout = attemptTimeout }
 	e.start(group, slow, nil)
 
-	b.stream(t, e, pB, "B", "2")
-	healthy.waitDelivered(10)
-
-	e.produce(pA, simpleEvents("A", "1", "A", 1)...)
-	select {
-	case <-started: // A's attempt is under way, and will hang
-	case <-time.After(waitFor):
-		t.Fatal("A's event was never attempted")
-	}
-	b.markNow()
+	sc.hangA(t, e) // A's attempt is under way, and will hang
+	sc.b.markNow()
 	e.start(group, slow, nil) // a second node joins the group: a rebalance
-	t.Cleanup(func() { close(release) })
+	t.Cleanup(func() { close(sc.release) })
 
 	select {
-	case d := <-cut:
+	case d := <-sc.cut:
 		require.Less(t, d, attemptTimeout/2, "the rebalance cuts the hanging attempt short")
 		require.GreaterOrEqual(t, d, rebalanceGrace, "after a grace for instances that answer")
 	case <-time.After(attemptTimeout / 2):
 		t.Fatal("the rebalance did not cut A's attempt short")
 	}
 	// B keeps flowing through the rebalance.
-	gap := b.gapAfter(t, 50)
+	gap := sc.b.gapAfter(t, 50)
 	t.Logf("longest pause of B's deliveries since the join: %v", gap)
 	require.Less(t, gap, 5*time.Second, "B waited for A's hanging attempt")
 }
@@ -137,44 +110,21 @@ func TestRebalanceCommitsWhatFinishedInTheGrace(t *testing.T) {
 func TestRebalanceDuringShutdownStillCutsAHangingAttempt(t *testing.T) {
 	const attemptTimeout = 20 * time.Second
 	e := newTestEnv(t, 2)
-	started := make(chan struct{}, 100)
-	release := make(chan struct{})
-	hanging := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, r *http.Request, _ *hit) int {
-		started <- struct{}{}
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-		return http.StatusOK
-	})
-	var b steadyTenant
-	healthy := newInstance(t, e.ca, e.caFile, b.respond)
-	e.setTenants(
-		tenantConf{ID: "A", Account: "1", URL: hanging.URL, CAFile: e.caFile, Secret: newSecret(t)},
-		tenantConf{ID: "B", Account: "2", URL: healthy.URL, CAFile: e.caFile, Secret: newSecret(t)},
-	)
-	pA, pB := e.partition("A"), e.partition("B")
+	sc := newHangingScene(t, e)
 	const group = "relay.regression.rolling"
 	slow := func(c *SinkConfig) { c.Timeout = attemptTimeout }
 	long := func(c *RuntimeConfig) { c.Drain = 15 * time.Second }
 	first := e.start(group, slow, long)
 
-	b.stream(t, e, pB, "B", "2")
-	healthy.waitDelivered(10)
-	e.produce(pA, simpleEvents("A", "1", "A", 1)...)
-	select {
-	case <-started:
-	case <-time.After(waitFor):
-		t.Fatal("A's event was never attempted")
-	}
+	sc.hangA(t, e)
 
 	stopped := make(chan struct{})
 	go func() { _ = first.stop(); close(stopped) }() // the first node drains…
-	b.markNow()
+	sc.b.markNow()
 	e.start(group, slow, nil) // …while a second one joins
-	t.Cleanup(func() { close(release) })
+	t.Cleanup(func() { close(sc.release) })
 
-	gap := b.gapAfter(t, 50)
+	gap := sc.b.gapAfter(t, 50)
 	t.Logf("longest pause of B's deliveries since the join: %v", gap)
 	require.Less(t, gap, 7*time.Second, "the group waited for the stopping node's hanging attempt")
 	select {
@@ -245,4 +195,51 @@ func (st *steadyTenant) gapAfter(t *testing.T, n int) time.Duration {
 		prev = at
 	}
 	return gap
+}
+
+// hangingScene is two tenants: A, whose instance hangs on every request
+// until the relay gives up on it (its time reported on cut) or release is
+// closed, and B, a steadyTenant.
+type hangingScene struct {
+	started chan struct{}
+	cut     chan time.Duration
+	release chan struct{} // close it in a cleanup registered after the nodes started
+	b       steadyTenant
+	healthy *testInstance
+	pA, pB  int
+}
+
+func newHangingScene(t *testing.T, e *testEnv) *hangingScene {
+	sc := &hangingScene{started: make(chan struct{}, 100), cut: make(chan time.Duration, 100), release: make(chan struct{})}
+	hanging := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, r *http.Request, _ *hit) int {
+		began := time.Now()
+		sc.started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			sc.cut <- time.Since(began)
+		case <-sc.release:
+		}
+		return http.StatusOK
+	})
+	sc.healthy = newInstance(t, e.ca, e.caFile, sc.b.respond)
+	e.setTenants(
+		tenantConf{ID: "A", Account: "1", URL: hanging.URL, CAFile: e.caFile, Secret: newSecret(t)},
+		tenantConf{ID: "B", Account: "2", URL: sc.healthy.URL, CAFile: e.caFile, Secret: newSecret(t)},
+	)
+	sc.pA, sc.pB = e.partition("A"), e.partition("B")
+	return sc
+}
+
+// hangA starts B's stream, waits for it to flow, then sends A an event and
+// waits until its attempt is under way (hanging). Call it once a node runs.
+func (sc *hangingScene) hangA(t *testing.T, e *testEnv) {
+	t.Helper()
+	sc.b.stream(t, e, sc.pB, "B", "2")
+	sc.healthy.waitDelivered(10)
+	e.produce(sc.pA, simpleEvents("A", "1", "A", 1)...)
+	select {
+	case <-sc.started:
+	case <-time.After(waitFor):
+		t.Fatal("A's event was never attempted")
+	}
 }

@@ -35,14 +35,20 @@ type testCluster struct {
 
 func newTestCluster(t testing.TB) *testCluster {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(t.TempDir()))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	tc := &testCluster{t: t, c: c, addr: c.ListenAddrs()[0]}
+	tc := newEmptyCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, tc.assigner().EnsureTopics(ctx, TopicSpec{Name: testEventsTopic, Partitions: 1}))
 	return tc
+}
+
+// newEmptyCluster is a one-broker cluster without topics.
+func newEmptyCluster(t testing.TB) *testCluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(t.TempDir()))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return &testCluster{t: t, c: c, addr: c.ListenAddrs()[0]}
 }
 
 // admin returns an Admin with its own client and transport, built like

@@ -8,7 +8,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // Regression: relay.tenants was created with cleanup.policy=compact only,
@@ -20,10 +19,7 @@ import (
 func TestAssignmentsOutliveTheBrokersRetention(t *testing.T) {
 	for name, oldInstall := range map[string]bool{"new install": false, "topic made by an older relay": true} {
 		t.Run(name, func(t *testing.T) {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(t.TempDir()))
-			require.NoError(t, err)
-			t.Cleanup(c.Close)
-			tc := &testCluster{t: t, c: c, addr: c.ListenAddrs()[0]}
+			tc := newEmptyCluster(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if oldInstall {
@@ -47,7 +43,7 @@ func TestAssignmentsOutliveTheBrokersRetention(t *testing.T) {
 			want := map[string]int32{"zeta": 0, "acme": 1}
 			require.Equal(t, want, tc.assign(tc.assigner(), "acme", "zeta"))
 
-			c.ApplyRetention() // what the broker's hourly pass does
+			tc.c.ApplyRetention() // what the broker's hourly pass does
 			require.Equal(t, want, tc.assign(tc.assigner(), "acme", "zeta"), "partitions moved after the broker's retention pass")
 		})
 	}

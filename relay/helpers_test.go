@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/valyala/fasthttp"
 )
 
@@ -281,4 +282,25 @@ func records(t testing.TB, addr, topic string, partitions int) []record {
 		}
 	}
 	return out
+}
+
+// produceAnswer answers a produce request itself: for each partition it
+// names, one entry per code, in order (a broker names each once; several
+// codes stage a misbehaving one).
+func produceAnswer(req kmsg.Request, codes ...int16) *kmsg.ProduceResponse {
+	r := req.(*kmsg.ProduceRequest)
+	resp := r.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range r.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			for _, code := range codes {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, code
+				st.Partitions = append(st.Partitions, sp)
+			}
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }

@@ -29,21 +29,7 @@ func TestRegressionRepeatedPartitionAnswerKeepsTheError(t *testing.T) {
 			p := brokerProducer(t, b, ProducerConfig{AckTimeout: 2 * time.Second})
 			b.c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 				b.c.KeepControl()
-				r := req.(*kmsg.ProduceRequest)
-				resp := r.ResponseKind().(*kmsg.ProduceResponse)
-				for _, rt := range r.Topics {
-					st := kmsg.NewProduceResponseTopic()
-					st.Topic = rt.Topic
-					for _, rp := range rt.Partitions {
-						for _, code := range codes {
-							sp := kmsg.NewProduceResponseTopicPartition()
-							sp.Partition, sp.ErrorCode = rp.Partition, code
-							st.Partitions = append(st.Partitions, sp)
-						}
-					}
-					resp.Topics = append(resp.Topics, st)
-				}
-				return resp, nil, true
+				return produceAnswer(req, codes[:]...), nil, true
 			})
 			err := p.Produce(context.Background(), &Batch{Records: []Record{
 				{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(`{"a":0}`), Time: time.Now()},

@@ -34,20 +34,7 @@ func TestRegressionLaterRoundSentAfterEarlierRoundFailed(t *testing.T) {
 	// The first produce request (round 0) fails with a retriable error,
 	// as a leader change or a slow ISR would make it; later ones succeed.
 	b.c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		r := req.(*kmsg.ProduceRequest)
-		resp := r.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range r.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.RequestTimedOut.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true // handles one request only
+		return produceAnswer(req, kerr.RequestTimedOut.Code), nil, true // handles one request only
 	})
 
 	batch := func() *Batch {

@@ -304,3 +304,13 @@ func produceAnswer(req kmsg.Request, codes ...int16) *kmsg.ProduceResponse {
 	}
 	return resp
 }
+
+// startCluster starts a kfake cluster of n brokers holding topic, its
+// leaders spread over them, as a real cluster's are.
+func startCluster(t *testing.T, n int, partitions int32, topic string) *broker {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(n), kfake.DataDir(t.TempDir()), kfake.SeedTopics(partitions, topic))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return &broker{t: t, c: c}
+}

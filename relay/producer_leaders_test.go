@@ -11,7 +11,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // A real cluster spreads partition leaders over its brokers: one flush
@@ -21,10 +20,7 @@ import (
 // spill into later rounds.
 func TestProducerSendsToSeveralLeaders(t *testing.T) {
 	const topic, partitions = "multi", 6
-	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.DataDir(t.TempDir()), kfake.SeedTopics(partitions, topic))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	b := &broker{t: t, c: c}
+	b := startCluster(t, 3, partitions, topic)
 
 	leaders := map[int]bool{}
 	md, err := (&kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second}).Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})

@@ -9,7 +9,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -50,10 +49,8 @@ func TestRegressionRepeatedPartitionAnswerKeepsTheError(t *testing.T) {
 // still has the old one.
 func TestRegressionLeaderMoveFailsOnlyTheMovedPartition(t *testing.T) {
 	const topic, partitions = "multi", 6
-	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.DataDir(t.TempDir()), kfake.SeedTopics(partitions, topic))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	b := &broker{t: t, c: c}
+	b := startCluster(t, 3, partitions, topic)
+	c := b.c
 	p := brokerProducer(t, b, ProducerConfig{AckTimeout: 2 * time.Second})
 	record := func(part int32) Record {
 		return Record{Topic: topic, Partition: part, Key: []byte("k"), Value: []byte("v"), Time: time.Now()}
@@ -97,6 +94,6 @@ func TestRegressionLeaderMoveFailsOnlyTheMovedPartition(t *testing.T) {
 	p.leaders.leaders, p.leaders.fetched = before, time.Now() // the cache lags behind
 	p.leaders.mu.Unlock()
 
-	err = p.Produce(context.Background(), &Batch{Records: []Record{record(moved), record(unchanged)}})
+	err := p.Produce(context.Background(), &Batch{Records: []Record{record(moved), record(unchanged)}})
 	require.NoError(t, err, "both partitions written, each to its own leader")
 }

@@ -82,46 +82,109 @@ type DeadLetter struct {
 	Headers      []kafka.Header
 }
 
-// List returns tenant's dead letters not yet redriven, in order.
+// List returns tenant's dead letters not yet redriven, in order, all in
+// memory at once. Each reads them one fetch at a time.
 func (d *DLQ) List(ctx context.Context, tenantID string) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := d.scan(ctx, func(offset int64, key, value []byte, headers []kafka.Header) {
-		ev := Event{Headers: headers}
-		ev.fill()
-		if ev.Tenant == "" {
-			ev.Tenant = string(key)
+	err := d.Each(ctx, tenantID, func(dl DeadLetter) error {
+		out = append(out, dl)
+		return nil
+	})
+	return out, err
+}
+
+// Each calls fn with each of tenant's dead letters not yet redriven, in
+// order; an error from fn stops it and is returned. It reads the DLQ twice:
+// once to learn which records are pending, keeping only their offsets,
+// then from the first of them on. So memory holds one fetch of records at
+// a time, whatever the DLQ's size: a tenant whose instance was down for
+// days may have millions of dead letters.
+func (d *DLQ) Each(ctx context.Context, tenantID string, fn func(DeadLetter) error) error {
+	offsets, err := d.pending(ctx, tenantID)
+	if err != nil || len(offsets) == 0 {
+		return err
+	}
+	next := 0
+	err = d.scan(ctx, offsets[0], func(offset int64, key, value []byte, headers []kafka.Header) error {
+		for next < len(offsets) && offsets[next] < offset {
+			next++ // gone since the first read (retention)
 		}
-		if ev.Tenant != tenantID {
-			return
+		if next == len(offsets) {
+			return errScanDone
 		}
-		if ev.Header(headerDLQMarker) != nil {
-			// The dead letters the marker's redrive wrote back, up to
-			// redriven_through, are done; one written while that redrive
-			// was under way (after its List, before its marker) is not.
-			var m struct {
-				Through *int64 `json:"redriven_through"`
-			}
-			if json.Unmarshal(value, &m) != nil || m.Through == nil {
-				out = out[:0]
-				return
-			}
-			out = slices.DeleteFunc(out, func(dl DeadLetter) bool { return dl.Offset <= *m.Through })
-			return
+		if offsets[next] != offset {
+			return nil
 		}
+		next++
+		ev := deadLetterEvent(key, headers)
 		dl := DeadLetter{
 			Offset: offset, Tenant: ev.Tenant, EventID: ev.ID, ReceivedAt: ev.ReceivedAt,
 			Reason: string(ev.Header(HeaderDLQReason)), Key: key, Value: value, Headers: headers,
 		}
 		dl.Attempts, _ = strconv.Atoi(string(ev.Header(HeaderDLQAttempts)))
 		dl.FirstAttempt, _ = time.Parse(time.RFC3339Nano, string(ev.Header(HeaderDLQFirstAttemptAt)))
-		out = append(out, dl)
+		if err := fn(dl); err != nil {
+			return err
+		}
+		if next == len(offsets) {
+			return errScanDone
+		}
+		return nil
+	})
+	if errors.Is(err, errScanDone) {
+		return nil
+	}
+	return err
+}
+
+// errScanDone stops a scan early, without error.
+var errScanDone = errors.New("scan done")
+
+// pending reads the whole DLQ and returns the offsets of tenant's dead
+// letters not yet redriven, in order.
+func (d *DLQ) pending(ctx context.Context, tenantID string) ([]int64, error) {
+	var out []int64
+	err := d.scan(ctx, kafka.FirstOffset, func(offset int64, key, value []byte, headers []kafka.Header) error {
+		ev := deadLetterEvent(key, headers)
+		if ev.Tenant != tenantID {
+			return nil
+		}
+		if ev.Header(headerDLQMarker) == nil {
+			out = append(out, offset)
+			return nil
+		}
+		// The dead letters the marker's redrive wrote back, up to
+		// redriven_through, are done; one written while that redrive was
+		// under way (after it read the DLQ, before its marker) is not.
+		var m struct {
+			Through *int64 `json:"redriven_through"`
+		}
+		through := offset
+		if json.Unmarshal(value, &m) == nil && m.Through != nil {
+			through = *m.Through
+		}
+		done, _ := slices.BinarySearch(out, through+1)
+		out = append(out[:0], out[done:]...)
+		return nil
 	})
 	return out, err
 }
 
-// scan reads the whole DLQ partition in order.
-func (d *DLQ) scan(ctx context.Context, fn func(offset int64, key, value []byte, headers []kafka.Header)) error {
-	offset := kafka.FirstOffset
+// deadLetterEvent reads a DLQ record's headers; a record without
+// relay-tenant belongs to the tenant its key names.
+func deadLetterEvent(key []byte, headers []kafka.Header) Event {
+	ev := Event{Headers: headers}
+	ev.fill()
+	if ev.Tenant == "" {
+		ev.Tenant = string(key)
+	}
+	return ev
+}
+
+// scan reads the DLQ partition in order from offset (kafka.FirstOffset for
+// all of it) up to its end as it was when the scan got there, calling fn
+// with each record. An error from fn stops it and is returned.
+func (d *DLQ) scan(ctx context.Context, offset int64, fn func(offset int64, key, value []byte, headers []kafka.Header) error) error {
 	for {
 		res, err := d.Client.Fetch(ctx, &kafka.FetchRequest{
 			Topic: d.Topic, Partition: 0, Offset: offset, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
@@ -142,7 +205,9 @@ func (d *DLQ) scan(ctx context.Context, fn func(offset int64, key, value []byte,
 			}
 			key, _ := readBytes(r.Key)
 			value, _ := readBytes(r.Value)
-			fn(r.Offset, key, value, r.Headers)
+			if err := fn(r.Offset, key, value, r.Headers); err != nil {
+				return err
+			}
 			offset = r.Offset + 1
 		}
 		if offset < 0 {
@@ -161,58 +226,71 @@ func (d *DLQ) scan(ctx context.Context, fn func(offset int64, key, value []byte,
 // process dies between the two steps, a later redrive repeats them: the
 // instance sees the same webhook-id twice. A redrive that fails part way
 // marks what it wrote. Two redrives of one tenant at once both write every
-// dead letter: run one at a time.
+// dead letter: run one at a time. It holds one chunk of dead letters in
+// memory at a time (see Each).
 func (d *DLQ) Redrive(ctx context.Context, tenantID string, partition int32) (int, error) {
-	dls, err := d.List(ctx, tenantID)
-	if err != nil || len(dls) == 0 {
-		return 0, err
-	}
 	now := time.Now().UTC()
-	recs := make([]kafka.Record, 0, len(dls))
-	for _, dl := range dls {
+	var (
+		chunk          []kafka.Record
+		size           int   // of chunk, roughly, in bytes
+		last           int64 // the DLQ offset of chunk's last dead letter
+		written        int
+		writtenThrough int64 // the DLQ offset of the last dead letter written
+	)
+	// One produce request per chunk, in order. A chunk is bounded in bytes
+	// as well as in records: the broker refuses a request larger than the
+	// topic's max.message.bytes, and 500 dead letters of 20 KB already are.
+	flush := func() error {
+		if err := d.produce(ctx, d.Events, int(partition), chunk); err != nil {
+			return err
+		}
+		written += len(chunk)
+		writtenThrough = last
+		chunk, size = chunk[:0], 0
+		return nil
+	}
+	err := d.Each(ctx, tenantID, func(dl DeadLetter) error {
 		var headers []kafka.Header
+		n := len(dl.Key) + len(dl.Value) + 64
 		for _, h := range dl.Headers {
 			switch h.Key {
 			case HeaderDLQReason, HeaderDLQAttempts, HeaderDLQFirstAttemptAt, HeaderRedrivenAt:
 				continue
 			}
 			headers = append(headers, h)
+			n += len(h.Key) + len(h.Value)
 		}
 		headers = append(headers, kafka.Header{Key: HeaderRedrivenAt, Value: []byte(now.Format(time.RFC3339Nano))})
-		recs = append(recs, kafka.Record{Key: kafka.NewBytes(dl.Key), Value: kafka.NewBytes(dl.Value), Headers: headers, Time: now})
-	}
-	// One produce request per chunk, in order. A chunk is bounded in bytes
-	// as well as in records: the broker refuses a request larger than the
-	// topic's max.message.bytes, and 500 dead letters of 20 KB already are.
-	for start := 0; start < len(recs); {
-		end, size := start, 0
-		for end < len(recs) && end-start < redriveChunkRecords {
-			n := len(dls[end].Key) + len(dls[end].Value) + 64
-			for _, h := range recs[end].Headers {
-				n += len(h.Key) + len(h.Value)
+		if len(chunk) > 0 && (len(chunk) == redriveChunkRecords || size+n > redriveChunkBytes) {
+			if err := flush(); err != nil {
+				return err
 			}
-			if end > start && size+n > redriveChunkBytes {
-				break
-			}
-			size += n
-			end++
 		}
-		if err := d.produce(ctx, d.Events, int(partition), recs[start:end]); err != nil {
-			if start > 0 {
-				// Mark what was written, so that a later redrive goes on
-				// from there instead of writing it again.
-				if merr := d.mark(ctx, tenantID, dls[start-1].Offset, start, now); merr != nil {
-					err = errors.Join(err, merr)
-				}
+		chunk = append(chunk, kafka.Record{Key: kafka.NewBytes(dl.Key), Value: kafka.NewBytes(dl.Value), Headers: headers, Time: now})
+		size += n
+		last = dl.Offset
+		return nil
+	})
+	if err == nil && len(chunk) > 0 {
+		err = flush()
+	}
+	if err != nil {
+		if written > 0 {
+			// Mark what was written, so that a later redrive goes on
+			// from there instead of writing it again.
+			if merr := d.mark(ctx, tenantID, writtenThrough, written, now); merr != nil {
+				err = errors.Join(err, merr)
 			}
-			return start, err
 		}
-		start = end
+		return written, err
 	}
-	if err := d.mark(ctx, tenantID, dls[len(dls)-1].Offset, len(dls), now); err != nil {
-		return len(dls), fmt.Errorf("redriven, but marking them so failed (a later redrive repeats them): %w", err)
+	if written == 0 {
+		return 0, nil
 	}
-	return len(dls), nil
+	if err := d.mark(ctx, tenantID, writtenThrough, written, now); err != nil {
+		return written, fmt.Errorf("redriven, but marking them so failed (a later redrive repeats them): %w", err)
+	}
+	return written, nil
 }
 
 // Bounds of one redrive produce request.

@@ -26,6 +26,9 @@ list shows a tenant's dead letters not yet redriven, oldest first: offset,
 event id (webhook-id), reason, attempts, first attempt, received at.
 redrive writes them back into the tenant's partition of the events topic,
 in their original order, and marks them redriven; delivery picks them up.
+Both read the DLQ as they go, so memory stays small whatever its size; for
+a large one, raise --timeout. A redrive stopped part way (--timeout,
+Ctrl-C, a refused write) marks what it wrote: run it again to go on.
 
 Both reach Kafka as relay serve does (kafka.brokers, or the embedded
 broker of a running relay serve).
@@ -66,7 +69,11 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay dlq %s: %v\n", sub, err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	// Ctrl-C or SIGTERM ends ctx like --timeout does, so that a redrive
+	// stopped part way still marks what it wrote.
+	sctx, stop := signalContext()
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, *timeout)
 	defer cancel()
 	transport := &kafka.Transport{ClientID: cfg.Kafka.ClientID + "-dlq"}
 	defer transport.CloseIdleConnections()
@@ -74,12 +81,14 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	dlq := &delivery.DLQ{Client: client, Topic: cfg.Kafka.Topics.DLQ, Events: cfg.Kafka.Topics.Events}
 
 	if sub == "list" {
-		dls, err := dlq.List(ctx, *tenantID)
+		// Printed as read: a tenant may have millions of dead letters.
+		pr := newDeadLetterPrinter(stdout, *asJSON, *values)
+		err := dlq.Each(ctx, *tenantID, pr.print)
+		pr.done(err == nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "relay dlq list: %v (is Kafka at %v reachable? with the embedded broker, relay serve must be running)\n", err, cfg.BrokerAddrs())
 			return 1
 		}
-		printDeadLetters(stdout, dls, *asJSON, *values)
 		return 0
 	}
 
@@ -118,30 +127,60 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func printDeadLetters(w io.Writer, dls []delivery.DeadLetter, asJSON, values bool) {
+// deadLetterPrinter prints dead letters as they are read: JSON lines, or a
+// table aligned in blocks of tableBlock rows.
+type deadLetterPrinter struct {
+	w             io.Writer
+	json          *json.Encoder // nil for the table
+	tw            *tabwriter.Writer
+	values        bool
+	rows, inBlock int
+}
+
+const tableBlock = 1000
+
+func newDeadLetterPrinter(w io.Writer, asJSON, values bool) *deadLetterPrinter {
+	p := &deadLetterPrinter{w: w, values: values}
 	if asJSON {
-		enc := json.NewEncoder(w)
-		for _, d := range dls {
-			row := map[string]any{
-				"offset": d.Offset, "tenant": d.Tenant, "event_id": d.EventID, "reason": d.Reason,
-				"attempts": d.Attempts, "first_attempt_at": d.FirstAttempt, "received_at": d.ReceivedAt,
-			}
-			if values {
-				row["value"] = json.RawMessage(d.Value)
-			}
-			_ = enc.Encode(row)
+		p.json = json.NewEncoder(w)
+	} else {
+		p.tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(p.tw, "OFFSET\tEVENT ID\tATTEMPTS\tFIRST ATTEMPT\tRECEIVED AT\tREASON")
+	}
+	return p
+}
+
+func (p *deadLetterPrinter) print(d delivery.DeadLetter) error {
+	p.rows++
+	if p.json != nil {
+		row := map[string]any{
+			"offset": d.Offset, "tenant": d.Tenant, "event_id": d.EventID, "reason": d.Reason,
+			"attempts": d.Attempts, "first_attempt_at": d.FirstAttempt, "received_at": d.ReceivedAt,
 		}
+		if p.values {
+			row["value"] = json.RawMessage(d.Value)
+		}
+		return p.json.Encode(row)
+	}
+	fmt.Fprintf(p.tw, "%d\t%s\t%d\t%s\t%s\t%s\n", d.Offset, d.EventID, d.Attempts,
+		d.FirstAttempt.UTC().Format(time.RFC3339), d.ReceivedAt.UTC().Format(time.RFC3339), d.Reason)
+	if p.values {
+		fmt.Fprintf(p.tw, "\t%s\n", d.Value)
+	}
+	if p.inBlock++; p.inBlock == tableBlock {
+		p.inBlock = 0
+		return p.tw.Flush()
+	}
+	return nil
+}
+
+// done ends the table, with the count when the whole list was read.
+func (p *deadLetterPrinter) done(complete bool) {
+	if p.tw == nil {
 		return
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "OFFSET\tEVENT ID\tATTEMPTS\tFIRST ATTEMPT\tRECEIVED AT\tREASON")
-	for _, d := range dls {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", d.Offset, d.EventID, d.Attempts,
-			d.FirstAttempt.UTC().Format(time.RFC3339), d.ReceivedAt.UTC().Format(time.RFC3339), d.Reason)
-		if values {
-			fmt.Fprintf(tw, "\t%s\n", d.Value)
-		}
+	p.tw.Flush()
+	if complete {
+		fmt.Fprintf(p.w, "%d dead letters\n", p.rows)
 	}
-	tw.Flush()
-	fmt.Fprintf(w, "%d dead letters\n", len(dls))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/relaymw/relay/delivery"
 )
 
 // dlqInstance is an mTLS instance whose answer the test sets: 400 sends
@@ -186,5 +189,40 @@ func TestDLQListAndRedrive(t *testing.T) {
 	}
 	if _, _, code := dlqRun(t, "list", "--config", e.ConfigPath); code != 2 {
 		t.Fatalf("list without --tenant: exit %d, want 2", code)
+	}
+}
+
+// The table is printed as the dead letters are read, aligned in blocks
+// (a tenant may have millions): every row is there once, in order, with
+// the count at the end; one cut short has no count.
+func TestDeadLetterPrinterStreamsTheTable(t *testing.T) {
+	var out bytes.Buffer
+	p := newDeadLetterPrinter(&out, false, false)
+	const n = 2*tableBlock + 500
+	for i := range n {
+		if err := p.print(delivery.DeadLetter{Offset: int64(i), EventID: fmt.Sprintf("evt-%d", i), Reason: "status 400"}); err != nil {
+			t.Fatal(err)
+		}
+		if i == tableBlock && !strings.Contains(out.String(), fmt.Sprintf("evt-%d ", tableBlock-1)) {
+			t.Fatalf("nothing printed after %d rows", tableBlock)
+		}
+	}
+	p.done(true)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != n+2 || !strings.HasPrefix(lines[0], "OFFSET") || lines[n+1] != fmt.Sprintf("%d dead letters", n) {
+		t.Fatalf("got %d lines, first %q, last %q", len(lines), lines[0], lines[len(lines)-1])
+	}
+	for i, l := range lines[1 : n+1] {
+		if f := strings.Fields(l); len(f) < 2 || f[0] != fmt.Sprint(i) || f[1] != fmt.Sprintf("evt-%d", i) {
+			t.Fatalf("row %d: %q", i, l)
+		}
+	}
+
+	out.Reset()
+	p = newDeadLetterPrinter(&out, false, false)
+	_ = p.print(delivery.DeadLetter{EventID: "evt-0"})
+	p.done(false)
+	if strings.Contains(out.String(), "dead letters") || !strings.Contains(out.String(), "evt-0") {
+		t.Fatalf("a list cut short:\n%s", out.String())
 	}
 }

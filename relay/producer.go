@@ -158,9 +158,6 @@ type Producer struct {
 
 	leaders leaderCache
 	wg      sync.WaitGroup
-
-	lastOK  atomic.Int64 // unix nanos of the last acknowledged request
-	lastErr atomic.Pointer[error]
 }
 
 var _ Writer = (*Producer)(nil)
@@ -263,29 +260,6 @@ func (b *Batch) release(reuse bool) {
 	if t := b.w.timer; t != nil && !t.Stop() && reuse {
 		b.w = nil
 	}
-}
-
-// Healthy reports whether the last produce request within window succeeded,
-// and the last error seen, for readiness checks.
-func (p *Producer) Healthy(window time.Duration) (ok bool, lastErr error) {
-	if e := p.lastErr.Load(); e != nil {
-		lastErr = *e
-	}
-	last := p.lastOK.Load()
-	return last != 0 && time.Since(time.Unix(0, last)) < window && lastErr == nil, lastErr
-}
-
-// Ping checks that the cluster answers a metadata request, and records the
-// outcome for Healthy.
-func (p *Producer) Ping(ctx context.Context) error {
-	_, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
-	if err != nil {
-		p.lastErr.Store(&err)
-		return err
-	}
-	p.lastErr.Store(nil)
-	p.lastOK.Store(time.Now().UnixNano())
-	return nil
 }
 
 // WaitPartitions waits until the producer's view of the cluster shows at
@@ -530,11 +504,7 @@ func (p *Producer) send(f *flush) {
 		}
 	}
 	if failed != nil {
-		p.lastErr.Store(&failed)
 		p.cfg.Logger.Warn("produce failed", "err", failed, "batches", len(f.batches), "records", len(f.recs))
-	} else {
-		p.lastErr.Store(nil)
-		p.lastOK.Store(time.Now().UnixNano())
 	}
 	if m := p.cfg.Metrics; m != nil {
 		m.observe(time.Since(start), len(f.recs), failed)

@@ -586,7 +586,10 @@ func (f *flush) group(maxBatch int) {
 			k := partKey{topic: r.Topic, partition: r.Partition}
 			k.round = last[k]
 			pi, ok := f.index[k]
-			if ok && f.parts[pi].bytes > 0 && f.parts[pi].bytes+size > maxBatch {
+			// The batch's header counts too: Kafka's default
+			// max.message.bytes (1 MiB + 12) leaves no room for it over
+			// 1 MiB of records.
+			if ok && f.parts[pi].bytes > 0 && batchHeaderLen+f.parts[pi].bytes+size > maxBatch {
 				k.round++
 				last[partKey{topic: r.Topic, partition: r.Partition}] = k.round
 				ok = false

@@ -87,6 +87,28 @@ func (a *Admin) enforceConfigs(ctx context.Context, specs []TopicSpec) error {
 	return nil
 }
 
+// TopicConfig reads one config of topic, as the broker applies it (its
+// own default when the topic sets none).
+func (a *Admin) TopicConfig(ctx context.Context, topic, name string) (string, error) {
+	res, err := a.Client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+		{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{name}},
+	}})
+	if err != nil {
+		return "", fmt.Errorf("read config %s of topic %s: %w", name, topic, err)
+	}
+	for _, r := range res.Resources {
+		if r.Error != nil {
+			return "", fmt.Errorf("read config %s of topic %s: %w", name, topic, r.Error)
+		}
+		for _, c := range r.ConfigEntries {
+			if c.ConfigName == name {
+				return c.ConfigValue, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("read config %s of topic %s: not in the answer", name, topic)
+}
+
 // Partitions reads topic's partition count from a broker, bypassing the
 // client's metadata cache.
 func (a *Admin) Partitions(ctx context.Context, topic string) (int, error) {

@@ -246,6 +246,9 @@ func (s *server) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if !enforce {
+		s.checkRecordLimits(ctx, cfg)
+	}
 	if err := retry(ctx, s.logger, "load tenants", reg.Reload); err != nil {
 		return err
 	}
@@ -320,6 +323,32 @@ func (s *server) setup(ctx context.Context) error {
 		s.logger.Info("delivery is off on this node (delivery.enabled: false)")
 	}
 	return nil
+}
+
+// checkRecordLimits warns about a real cluster's topics that refuse
+// records as large as the relay may write: topics made before the relay
+// (or by hand) keep their operators' max.message.bytes, Kafka's default
+// being 1 MiB. A larger webhook would be answered 503 on every try, and
+// with it the events of its tenant batched with it; a dead letter that
+// large could not be written, and its partition would wait.
+func (s *server) checkRecordLimits(ctx context.Context, cfg *config.Config) {
+	// A body's record: its value, a little larger than the body, its
+	// headers and its batch's header fit in 4 KiB more.
+	need := max(cfg.Ingress.MaxBodyBytes+4<<10, cfg.Kafka.MaxBatchBytes)
+	for _, topic := range []string{cfg.Kafka.Topics.Events, cfg.Kafka.Topics.Unrouted, cfg.Kafka.Topics.DLQ} {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		v, err := s.admin.TopicConfig(cctx, topic, "max.message.bytes")
+		cancel()
+		if err != nil {
+			s.logger.Warn("could not check the topic's record size limit", "topic", topic, "err", err)
+			continue
+		}
+		if n, err := strconv.Atoi(v); err == nil && n < need {
+			s.logger.Warn("the topic refuses records as large as the relay may write: raise its max.message.bytes, or lower ingress.max_body_bytes (and kafka.max_batch_bytes)",
+				"topic", topic, "max.message.bytes", n, "needed", need,
+				"ingress.max_body_bytes", cfg.Ingress.MaxBodyBytes, "kafka.max_batch_bytes", cfg.Kafka.MaxBatchBytes)
+		}
+	}
 }
 
 // readiness is /readyz: tenants loaded, Kafka reachable, not draining.

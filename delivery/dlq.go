@@ -241,6 +241,11 @@ func (d *DLQ) Redrive(ctx context.Context, tenantID string, partition int32) (in
 	// as well as in records: the broker refuses a request larger than the
 	// topic's max.message.bytes, and 500 dead letters of 20 KB already are.
 	flush := func() error {
+		// kafka-go may still send a request whose context has ended, and
+		// a chunk written but reported failed is not marked.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := d.produce(ctx, d.Events, int(partition), chunk); err != nil {
 			return err
 		}

@@ -107,7 +107,7 @@ func (d *DLQ) Each(ctx context.Context, tenantID string, fn func(DeadLetter) err
 	next := 0
 	err = d.scan(ctx, offsets[0], func(offset int64, key, value []byte, headers []kafka.Header) error {
 		for next < len(offsets) && offsets[next] < offset {
-			next++ // gone since the first read (retention)
+			next++ // gone since the first read (retention, DeleteRecords)
 		}
 		if next == len(offsets) {
 			return errScanDone
@@ -183,16 +183,32 @@ func deadLetterEvent(key []byte, headers []kafka.Header) Event {
 
 // scan reads the DLQ partition in order from offset (kafka.FirstOffset for
 // all of it) up to its end as it was when the scan got there, calling fn
-// with each record. An error from fn stops it and is returned.
+// with each record. An error from fn stops it and is returned. Records
+// that left the log meanwhile (retention, DeleteRecords) are skipped.
 func (d *DLQ) scan(ctx context.Context, offset int64, fn func(offset int64, key, value []byte, headers []kafka.Header) error) error {
+	if offset < 0 {
+		start, err := d.logStart(ctx)
+		if err != nil {
+			return err
+		}
+		offset = start
+	}
 	for {
+		from := offset
 		res, err := d.Client.Fetch(ctx, &kafka.FetchRequest{
-			Topic: d.Topic, Partition: 0, Offset: offset, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
+			Topic: d.Topic, Partition: 0, Offset: from, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 100 * time.Millisecond,
 		})
 		if err != nil {
 			return fmt.Errorf("read %s: %w", d.Topic, err)
 		}
 		if res.Error != nil {
+			if errors.Is(res.Error, kafka.OffsetOutOfRange) {
+				// What was at from is gone: go on from the log's start.
+				if start, err := d.logStart(ctx); err == nil && start > from {
+					offset = start
+					continue
+				}
+			}
 			return fmt.Errorf("read %s: %w", d.Topic, res.Error)
 		}
 		for {
@@ -203,6 +219,11 @@ func (d *DLQ) scan(ctx context.Context, offset int64, fn func(offset int64, key,
 			if err != nil {
 				return fmt.Errorf("read %s: %w", d.Topic, err)
 			}
+			if r.Offset < from {
+				// A fetch returns whole batches: the records before from
+				// were read already, or deleted.
+				continue
+			}
 			key, _ := readBytes(r.Key)
 			value, _ := readBytes(r.Value)
 			if err := fn(r.Offset, key, value, r.Headers); err != nil {
@@ -210,13 +231,27 @@ func (d *DLQ) scan(ctx context.Context, offset int64, fn func(offset int64, key,
 			}
 			offset = r.Offset + 1
 		}
-		if offset < 0 {
-			offset = max(res.LogStartOffset, 0)
-		}
 		if offset >= res.HighWatermark {
 			return nil
 		}
 	}
+}
+
+// logStart is the DLQ partition's first offset.
+func (d *DLQ) logStart(ctx context.Context) (int64, error) {
+	res, err := d.Client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		d.Topic: {kafka.FirstOffsetOf(0)},
+	}})
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", d.Topic, err)
+	}
+	for _, p := range res.Topics[d.Topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("read %s: %w", d.Topic, p.Error)
+		}
+		return p.FirstOffset, nil
+	}
+	return 0, fmt.Errorf("read %s: no offsets in the answer", d.Topic)
 }
 
 // Redrive writes tenant's dead letters back into its partition of the

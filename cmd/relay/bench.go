@@ -208,9 +208,14 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 	return -1
 }
 
-// signalContext is cancelled by SIGINT or SIGTERM.
+// signalContext is cancelled by SIGINT or SIGTERM. A second one ends the
+// process at once, as without a handler: the first lets a command finish
+// cleanly (a redrive marks what it wrote, a bench writes its report), and
+// that may hang on an unanswering broker.
 func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // writeReport writes runs to the report file, if one was asked for.

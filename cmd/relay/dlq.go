@@ -86,7 +86,11 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		err := dlq.Each(ctx, *tenantID, pr.print)
 		pr.done(err == nil)
 		if err != nil {
-			fmt.Fprintf(stderr, "relay dlq list: %v (is Kafka at %v reachable? with the embedded broker, relay serve must be running)\n", err, cfg.BrokerAddrs())
+			hint := ""
+			if ctx.Err() == nil {
+				hint = fmt.Sprintf(" (is Kafka at %v reachable? with the embedded broker, relay serve must be running)", cfg.BrokerAddrs())
+			}
+			fmt.Fprintf(stderr, "relay dlq list: %v%s; the list above is incomplete\n", err, hint)
 			return 1
 		}
 		return 0

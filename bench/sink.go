@@ -58,7 +58,11 @@ type Receipt struct {
 	// receipt, as Standard Webhooks verifiers require against replays.
 	TimestampOK bool   `json:"webhook_timestamp_ok"`
 	ClientCert  string `json:"client_cert,omitempty"`
-	Body        string `json:"body,omitempty"`
+	// With PrintBody, the signature headers as received and the body, to
+	// check with other tools.
+	Signature     string `json:"webhook_signature,omitempty"`
+	MetaSignature string `json:"x_hub_signature_256,omitempty"`
+	Body          string `json:"body,omitempty"`
 }
 
 // SinkMaxBody bounds the bodies a Sink takes; larger ones get 413.
@@ -148,6 +152,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rc.StandardOK = standardOK(s.key, rc.ID, r.Header.Get("webhook-timestamp"), body, r.Header.Get("webhook-signature"))
 	}
 	if s.cfg.PrintBody {
+		rc.Signature, rc.MetaSignature = r.Header.Get("webhook-signature"), r.Header.Get("X-Hub-Signature-256")
 		rc.Body = string(body)
 	}
 	if s.cfg.Out != nil {

@@ -88,3 +88,21 @@ func TestSinkAnswersTooLargeBodies413(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, postDelivery(t, c, s.URL(), secret, "small", time.Now().Unix(), bytes.Repeat([]byte("a"), 1024)))
 	require.Equal(t, http.StatusRequestEntityTooLarge, postDelivery(t, c, s.URL(), secret, "large", time.Now().Unix(), bytes.Repeat([]byte("a"), 1025)))
 }
+
+// With PrintBody, each line carries the body and both signature headers
+// as received, so that an engineer can check them with other tools.
+func TestSinkPrintsTheSignaturesWithTheBody(t *testing.T) {
+	secret := NewSigningSecret()
+	var out bytes.Buffer
+	s, c := startTestSink(t, SinkConfig{Secret: secret, Out: &out, PrintBody: true})
+	body := []byte(`{"object":"page","entry":[{"id":"1"}]}`)
+	ts := time.Now().Unix()
+	require.Equal(t, http.StatusNoContent, postDelivery(t, c, s.URL(), secret, "evt", ts, body))
+	var rc Receipt
+	require.NoError(t, json.Unmarshal(out.Bytes(), &rc))
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	require.NoError(t, err)
+	require.Equal(t, string(body), rc.Body)
+	require.Equal(t, delivery.StandardSignature(key, "evt", ts, body), rc.Signature)
+	require.Equal(t, delivery.MetaSignature(secret, body), rc.MetaSignature)
+}

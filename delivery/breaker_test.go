@@ -1,9 +1,13 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,4 +152,51 @@ func TestWatchCAFilesReportsAFileThatDoesNotLoad(t *testing.T) {
 	require.Eventually(t, func() bool { return failing() == 1 }, waitFor, tick)
 	require.NoError(t, os.WriteFile(caFile, good, 0o600))
 	require.Eventually(t, func() bool { return failing() == 0 }, waitFor, tick)
+}
+
+// The log line saying a tenant's breaker opened names the last failure,
+// so that an operator sees why without debug logs: here the instance's
+// certificate is not valid for the name in the tenant's url.
+func TestBreakerOpeningNamesTheLastFailure(t *testing.T) {
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	// The certificate is for 127.0.0.1; the url names another host that
+	// resolves to it.
+	url := strings.Replace(inst.URL, "127.0.0.1", "localhost", 1)
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: url, CAFile: e.caFile, Secret: newSecret(t)})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+
+	var log lockedBuffer
+	r := e.start("relay.test.breakerlog", func(c *SinkConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	}, nil)
+	require.Eventually(t, func() bool { return strings.Contains(log.String(), "to=open") }, waitFor, tick)
+	require.NoError(t, r.stop())
+	line := ""
+	for l := range strings.Lines(log.String()) {
+		if strings.Contains(l, "to=open") {
+			line = l
+			break
+		}
+	}
+	require.Contains(t, line, "last_error=")
+	require.Contains(t, line, "wanted to match localhost")
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -160,6 +161,10 @@ type instance struct {
 	dialer      *tlsconf.Dialer
 	breaker     *gobreaker.CircuitBreaker[struct{}]
 
+	// lastFailure is the last attempt that counted against the breaker,
+	// for the log line saying it opened.
+	lastFailure atomic.Pointer[string]
+
 	mu        sync.Mutex
 	suspended bool
 	retired   bool // replaced or removed: its breaker no longer reports
@@ -241,7 +246,11 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 			if in.retired {
 				return // replaced or removed: its series is another's, or gone
 			}
-			s.cfg.Logger.Warn("circuit breaker", "tenant", name, "from", from.String(), "to", to.String())
+			args := []any{"tenant", name, "from", from.String(), "to", to.String()}
+			if last := in.lastFailure.Load(); last != nil && to == gobreaker.StateOpen {
+				args = append(args, "last_error", *last)
+			}
+			s.cfg.Logger.Warn("circuit breaker", args...)
 			if m := s.cfg.Metrics; m != nil {
 				m.breaker.WithLabelValues(name).Set(float64(to))
 			}
@@ -426,7 +435,14 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		if first.IsZero() {
 			first = time.Now()
 		}
-		_, err = in.breaker.Execute(func() (struct{}, error) { return struct{}{}, s.attempt(ctx, in, ev) })
+		_, err = in.breaker.Execute(func() (struct{}, error) {
+			err := s.attempt(ctx, in, ev)
+			if err != nil && Classify(err) == Retry && !errors.Is(err, context.Canceled) {
+				msg := err.Error() // the status, or why there was none: no message contents
+				in.lastFailure.Store(&msg)
+			}
+			return struct{}{}, err
+		})
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return ctx.Err() // cut short by a rebalance: not an outcome
 		}

@@ -32,7 +32,7 @@ func runSink(args []string, stdout, stderr io.Writer) int {
 	key := fs.String("key", "", "server key (PEM)")
 	clientCA := fs.String("client-ca", "", "require a client certificate signed by this CA (mutual TLS), e.g. certs/ca.pem")
 	secret := fs.String("secret", os.Getenv("RELAY_SINK_SECRET"), "the tenant's signing secret, to verify signatures; also RELAY_SINK_SECRET")
-	body := fs.Bool("body", false, "print each delivery's body")
+	body := fs.Bool("body", false, "print each delivery's body and its signature headers")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), sinkUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

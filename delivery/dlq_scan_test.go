@@ -87,7 +87,7 @@ func TestEachSkipsRecordsBelowTheLogStart(t *testing.T) {
 		recs[i] = kafka.Record{Key: kafka.NewBytes([]byte("acme")), Value: kafka.NewBytes(te.Value), Headers: te.headers(), Time: time.Now()}
 	}
 	require.NoError(t, d.produce(ctx, testDLQTopic, 0, recs)) // one batch: offsets 0..2
-	require.NoError(t, b.c.DeleteRecords(testDLQTopic, 0, 1))  // log start 1, mid-batch
+	require.NoError(t, b.c.DeleteRecords(testDLQTopic, 0, 1)) // log start 1, mid-batch
 	for range 2 {
 		ids, err := eachIDs(ctx, d, "acme")
 		require.NoError(t, err)

@@ -236,3 +236,19 @@ kafka:
 		}
 	})
 }
+
+// A valid configuration whose settings work against each other passes
+// check-config with a warning naming them.
+func TestCheckConfigWarns(t *testing.T) {
+	dir := t.TempDir()
+	copyFile(t, filepath.Join("..", "..", "relay.yaml"), filepath.Join(dir, "relay.yaml"))
+	copyFile(t, filepath.Join("..", "..", "tenants.yaml"), filepath.Join(dir, "tenants.yaml"))
+	code, stdout, stderr := checkConfig(t, dir, nil, "--config", filepath.Join(dir, "relay.yaml"),
+		"--set", "delivery.timeout=20s", "--set", "shutdown.grace_period=30s")
+	if code != 0 || strings.TrimSpace(stdout) != "configuration ok" {
+		t.Fatalf("exit %d, stdout %q, want 0 and ok\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "warning: delivery.timeout (20s) is over half of shutdown.grace_period (30s)") {
+		t.Errorf("no warning:\n%s", stderr)
+	}
+}

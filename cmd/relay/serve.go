@@ -73,6 +73,9 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	for _, err := range errs {
 		fmt.Fprintln(stderr, err)
 	}
@@ -104,6 +107,9 @@ func runServe(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	logger := newLogger(cfg, stderr)
+	for _, w := range cfg.Warnings() {
+		logger.Warn(w)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)

@@ -306,6 +306,18 @@ func (c *Config) resolvePaths() {
 	}
 }
 
+// Warnings lists settings that are valid but work against each other;
+// check-config prints them and serve logs them at start.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Delivery.On() {
+		if d, g := c.Delivery.Timeout, c.Shutdown.GracePeriod; 2*d > g {
+			w = append(w, fmt.Sprintf("delivery.timeout (%s) is over half of shutdown.grace_period (%s), the time delivery has to drain at a shutdown: an attempt under way then may be cut, and its event delivered again after the restart", d, g))
+		}
+	}
+	return w
+}
+
 // Validate reports every problem, one error per problem, each naming its
 // field.
 func (c *Config) Validate() []error {

@@ -166,3 +166,22 @@ func TestKeysHaveEnvNames(t *testing.T) {
 	require.Contains(t, keys, [2]string{"kafka.embedded.data_dir", "RELAY_KAFKA_EMBEDDED_DATA_DIR"})
 	require.Contains(t, keys, [2]string{"delivery.breaker.open_for", "RELAY_DELIVERY_BREAKER_OPEN_FOR"})
 }
+
+// A delivery timeout over half the grace period is valid but works
+// against a clean shutdown (delivery drains for half of it): a warning,
+// not an error; not with delivery off, nor with the defaults.
+func TestWarnings(t *testing.T) {
+	c, err := Load("", noEnv, nil)
+	require.NoError(t, err)
+	require.Empty(t, c.Warnings(), "the defaults")
+
+	c, err = Load("", noEnv, []string{"delivery.timeout=20s", "shutdown.grace_period=30s"})
+	require.NoError(t, err)
+	w := c.Warnings()
+	require.Len(t, w, 1)
+	require.Contains(t, w[0], "delivery.timeout (20s) is over half of shutdown.grace_period (30s)")
+
+	c, err = Load("", noEnv, []string{"delivery.timeout=20s", "shutdown.grace_period=30s", "delivery.enabled=false"})
+	require.NoError(t, err)
+	require.Empty(t, c.Warnings(), "delivery off")
+}

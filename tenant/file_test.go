@@ -35,16 +35,13 @@ func TestLoadFile_Valid(t *testing.T) {
       ca_file: "`+absCA+`"
       signing_secret_file: secrets/globex
       max_in_flight: 4
-  - id: initech.eu-1
-    accounts: ["300000000000001"]
-    instance: {mode: subscribe, signing_secret: "`+secret+`"}
 `), 0o600))
 
 	got, err := LoadFile(path)
 	require.NoError(t, err)
-	require.Len(t, got, 3)
+	require.Len(t, got, 2)
 
-	acme, globex, initech := got[0], got[1], got[2]
+	acme, globex := got[0], got[1]
 	require.Equal(t, "acme", acme.ID)
 	require.Equal(t, []string{"104857392810345", "17841405822304914", "106540352242922"}, acme.Accounts)
 	require.Equal(t, ModePush, acme.Instance.Mode)
@@ -61,9 +58,6 @@ func TestLoadFile_Valid(t *testing.T) {
 	require.Equal(t, fileSecret, globex.Instance.SigningSecret, "signing_secret_file is read relative to the file's folder, trimmed")
 	require.Equal(t, 4, globex.Instance.MaxInFlight)
 
-	require.Equal(t, ModeSubscribe, initech.Instance.Mode)
-	require.Empty(t, initech.Instance.URL)
-	require.Empty(t, initech.Instance.CAFile)
 	for _, tn := range got {
 		require.Zero(t, tn.Partition, "the partition is not read from the file")
 	}
@@ -182,6 +176,8 @@ func TestParse_Invalid(t *testing.T) {
 			want: []string{"tenants[0].instance.url"}},
 		{name: "unknown mode", data: "tenants:\n" + tenant("acme", `["1"]`, `mode: pull, signing_secret: "`+good+`"`),
 			want: []string{"tenants[0].instance.mode", `"pull"`}},
+		{name: "subscribe mode, not built", data: "tenants:\n" + tenant("acme", `["1"]`, `mode: subscribe, signing_secret: "`+good+`"`),
+			want: []string{"tenants[0].instance.mode", `"subscribe" is not available`}},
 		{name: "no signing secret", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/"`),
 			want: []string{"tenants[0].instance.signing_secret", "must start with"}},
 		{name: "signing secret prefix", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret: "`+good[len(signingSecretPrefix):]+`"`),

@@ -18,6 +18,7 @@ const (
 	// ModePush: the relay POSTs each event to the instance's URL over mTLS.
 	ModePush = "push"
 	// ModeSubscribe: the instance connects to the relay and streams events.
+	// Not built yet: a tenants file naming it is refused.
 	ModeSubscribe = "subscribe"
 )
 
@@ -35,7 +36,7 @@ type Tenant struct {
 
 // Instance is where a tenant's events are delivered.
 type Instance struct {
-	// Mode is "push" (default) or "subscribe".
+	// Mode is "push" (the default, and the only one available).
 	Mode string `yaml:"mode"`
 	// URL receives the POSTs in push mode; https only.
 	URL string `yaml:"url"`
@@ -109,8 +110,11 @@ func (t *Tenant) validate(field string) []error {
 			bad("instance.url", "%q must be an https:// URL (delivery is over mutual TLS)", in.URL)
 		}
 	case ModeSubscribe:
+		// Accepting it would hold the tenant's events, with nothing to
+		// deliver them, until the broker's retention deleted them.
+		bad("instance.mode", "%q is not available in this version (its events would wait with nothing to deliver them): use %q", in.Mode, ModePush)
 	default:
-		bad("instance.mode", "%q must be %q or %q", in.Mode, ModePush, ModeSubscribe)
+		bad("instance.mode", "%q must be %q", in.Mode, ModePush)
 	}
 	if _, err := decodeSigningSecret(in.SigningSecret); err != nil {
 		bad("instance.signing_secret", "%v", err)

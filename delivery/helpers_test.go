@@ -128,6 +128,8 @@ type tenantConf struct {
 	CAFile      string
 	Secret      string
 	MaxInFlight int
+	// PreviousSecret, when set, is the tenant's previous_signing_secret.
+	PreviousSecret string
 }
 
 // newSecret returns a signing secret: "whsec_" and the base64 of 32 random
@@ -148,6 +150,9 @@ func (e *testEnv) setTenants(ts ...tenantConf) {
 	for _, tc := range ts {
 		fmt.Fprintf(&b, "  - id: %s\n    accounts: [%q]\n    instance:\n      mode: push\n      url: %q\n      ca_file: %q\n      signing_secret: %q\n      max_in_flight: %d\n",
 			tc.ID, tc.Account, tc.URL, tc.CAFile, tc.Secret, tc.MaxInFlight)
+		if tc.PreviousSecret != "" {
+			fmt.Fprintf(&b, "      previous_signing_secret: %q\n", tc.PreviousSecret)
+		}
 	}
 	tmp := e.tenantsFile + ".tmp"
 	require.NoError(e.t, os.WriteFile(tmp, []byte(b.String()), 0o600))

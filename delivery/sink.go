@@ -156,6 +156,7 @@ type instance struct {
 	url         string
 	secret      string
 	key         []byte
+	previousKey []byte // during a rotation; else nil
 	client      *http.Client
 	transport   *http.Transport
 	dialer      *tlsconf.Dialer
@@ -203,6 +204,10 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: signing secret: %w", t.ID, err)
 	}
+	previousKey, err := t.PreviousSigningKey()
+	if err != nil {
+		return nil, fmt.Errorf("tenant %s: previous signing secret: %w", t.ID, err)
+	}
 	dialer, err := s.cfg.TLS.Dialer(t.Instance.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.ID, err)
@@ -221,7 +226,7 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 		s.cfg.Logger.Info("tenant settings changed; delivery resumes with them", "tenant", t.ID)
 	}
 	in := &instance{
-		id: t.ID, fingerprint: fp, url: t.Instance.URL, secret: t.Instance.SigningSecret, key: key,
+		id: t.ID, fingerprint: fp, url: t.Instance.URL, secret: t.Instance.SigningSecret, key: key, previousKey: previousKey,
 		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse // a redirect is an answer, not a new destination
 		}},
@@ -542,7 +547,13 @@ func (s *Sink) attempt(ctx context.Context, in *instance, ev *Event) error {
 	h.Set("X-Hub-Signature-256", MetaSignature(in.secret, ev.Value))
 	h.Set("webhook-id", ev.ID)
 	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
-	h.Set("webhook-signature", StandardSignature(in.key, ev.ID, now.Unix(), ev.Value))
+	sig := StandardSignature(in.key, ev.ID, now.Unix(), ev.Value)
+	if in.previousKey != nil {
+		// A rotation: one signature per secret, space-separated, as
+		// Standard Webhooks has it; the instance's verifier takes either.
+		sig += " " + StandardSignature(in.previousKey, ev.ID, now.Unix(), ev.Value)
+	}
+	h.Set("webhook-signature", sig)
 	res, err := in.client.Do(req)
 	if m := s.cfg.Metrics; m != nil {
 		m.attempt.Observe(time.Since(now).Seconds())

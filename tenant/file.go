@@ -31,7 +31,7 @@ type fileFormat struct {
 // Secrets are taken, in increasing precedence, from signing_secret,
 // signing_secret_file and the environment variable
 // RELAY_TENANT_<ID>_SIGNING_SECRET (ID upper-cased, other characters as
-// '_'). Every problem is reported, each naming its field, wrapped in
+// '_'); likewise previous_signing_secret (…_PREVIOUS_SIGNING_SECRET). Every problem is reported, each naming its field, wrapped in
 // ErrInvalidFile.
 func LoadFile(path string) ([]*Tenant, error) {
 	data, err := os.ReadFile(path)
@@ -83,17 +83,19 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 		if t.Instance.CAFile != "" && !filepath.IsAbs(t.Instance.CAFile) {
 			t.Instance.CAFile = filepath.Join(dir, t.Instance.CAFile)
 		}
-		if err := resolveSecret(t, dir, getenv); err != nil {
-			errs = append(errs, fmt.Errorf("%s.instance.signing_secret_file: %w", field, err))
-		}
+		errs = append(errs, resolveSecrets(t, field, dir, getenv)...)
 		errs = append(errs, t.validate(field)...)
 		if j, dup := ids[t.ID]; dup {
 			errs = append(errs, fmt.Errorf("%s.id: %q is also tenants[%d].id", field, t.ID, j))
 		}
 		ids[t.ID] = i
-		if other, dup := envs[SecretEnv(t.ID)]; dup && other != t.ID && getenv(SecretEnv(t.ID)) != "" {
-			// The variable is set, and would set both tenants' secrets.
-			errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s, which is set: give them their secrets another way", field, t.ID, other, SecretEnv(t.ID)))
+		if other, dup := envs[SecretEnv(t.ID)]; dup && other != t.ID {
+			for _, v := range []string{SecretEnv(t.ID), PreviousSecretEnv(t.ID)} {
+				if getenv(v) != "" {
+					// The variable is set, and would set both tenants' secrets.
+					errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s, which is set: give them their secrets another way", field, t.ID, other, v))
+				}
+			}
 		}
 		envs[SecretEnv(t.ID)] = t.ID
 		for k, a := range t.Accounts {
@@ -109,21 +111,35 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 	return tenants, nil
 }
 
-func resolveSecret(t *Tenant, dir string, getenv func(string) string) error {
-	if p := t.Instance.SigningSecretFile; p != "" {
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(dir, p)
+// resolveSecrets takes each of t's secrets from its _file key and its
+// environment variable, which override the plain key in that order.
+func resolveSecrets(t *Tenant, field, dir string, getenv func(string) string) []error {
+	var errs []error
+	in := &t.Instance
+	for _, s := range []struct {
+		value      *string
+		file, name string
+		env        string
+	}{
+		{&in.SigningSecret, in.SigningSecretFile, "signing_secret_file", SecretEnv(t.ID)},
+		{&in.PreviousSigningSecret, in.PreviousSigningSecretFile, "previous_signing_secret_file", PreviousSecretEnv(t.ID)},
+	} {
+		if p := s.file; p != "" {
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, p)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.instance.%s: %w", field, s.name, err))
+			} else {
+				*s.value = strings.TrimSpace(string(b))
+			}
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
+		if v := getenv(s.env); v != "" {
+			*s.value = v
 		}
-		t.Instance.SigningSecret = strings.TrimSpace(string(b))
 	}
-	if v := getenv(SecretEnv(t.ID)); v != "" {
-		t.Instance.SigningSecret = v
-	}
-	return nil
+	return errs
 }
 
 // SecretEnv is the environment variable that overrides a tenant's signing
@@ -136,4 +152,10 @@ func SecretEnv(id string) string {
 		}
 	}
 	return "RELAY_TENANT_" + string(b) + "_SIGNING_SECRET"
+}
+
+// PreviousSecretEnv is the environment variable that overrides a tenant's
+// previous signing secret: RELAY_TENANT_<ID>_PREVIOUS_SIGNING_SECRET.
+func PreviousSecretEnv(id string) string {
+	return strings.TrimSuffix(SecretEnv(id), "_SIGNING_SECRET") + "_PREVIOUS_SIGNING_SECRET"
 }

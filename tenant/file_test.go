@@ -124,6 +124,39 @@ func TestParse_SecretPrecedence(t *testing.T) {
 	}
 }
 
+// previous_signing_secret comes from the same places as signing_secret,
+// in the same order, and is empty when none is given.
+func TestParse_PreviousSecret(t *testing.T) {
+	current, inline, fromFile, fromEnv := newSecret(t, 32), newSecret(t, 16), newSecret(t, 20), newSecret(t, 40)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "old"), []byte(fromFile+"\n"), 0o600))
+	load := func(inst string, getenv func(string) string) *Tenant {
+		t.Helper()
+		data := "tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {url: \"https://x.example/\", signing_secret: \"" + current + "\"" + inst + "}\n"
+		got, err := parse([]byte(data), dir, getenv)
+		require.NoError(t, err, data)
+		return got[0]
+	}
+	none := load("", noEnv)
+	require.Empty(t, none.Instance.PreviousSigningSecret)
+	key, err := none.PreviousSigningKey()
+	require.NoError(t, err)
+	require.Nil(t, key)
+
+	require.Equal(t, inline, load(`, previous_signing_secret: "`+inline+`"`, noEnv).Instance.PreviousSigningSecret)
+	require.Equal(t, fromFile, load(`, previous_signing_secret: "`+inline+`", previous_signing_secret_file: old`, noEnv).Instance.PreviousSigningSecret)
+	env := func(k string) string {
+		return map[string]string{"RELAY_TENANT_ACME_PREVIOUS_SIGNING_SECRET": fromEnv}[k]
+	}
+	got := load(`, previous_signing_secret_file: old`, env)
+	require.Equal(t, fromEnv, got.Instance.PreviousSigningSecret)
+	require.Equal(t, current, got.Instance.SigningSecret, "the current secret is not touched")
+	key, err = got.PreviousSigningKey()
+	require.NoError(t, err)
+	require.Len(t, key, 40)
+	require.Equal(t, "RELAY_TENANT_A_SIGNING_SECRET_PREVIOUS_SIGNING_SECRET", PreviousSecretEnv("a_signing_secret"))
+}
+
 func TestSecretEnv(t *testing.T) {
 	for id, want := range map[string]string{
 		"acme":       "RELAY_TENANT_ACME_SIGNING_SECRET",
@@ -198,6 +231,18 @@ func TestParse_Invalid(t *testing.T) {
 			want: []string{"tenants[0].instance.signing_secret"}},
 		{name: "missing signing_secret_file", data: "tenants:\n" + tenant("acme", `["1"]`, `url: "https://x.example/", signing_secret_file: nope.txt`),
 			want: []string{"tenants[0].instance.signing_secret_file", filepath.Join(dir, "nope.txt")}},
+		{name: "previous signing secret too short", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, previous_signing_secret: "`+short+`"`),
+			want: []string{"tenants[0].instance.previous_signing_secret", "at least 16 bytes (got 15)"}},
+		{name: "missing previous_signing_secret_file", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, previous_signing_secret_file: old.txt`),
+			want: []string{"tenants[0].instance.previous_signing_secret_file", filepath.Join(dir, "old.txt")}},
+		{name: "two ids, one previous secret variable, set", data: "tenants:\n" + tenant("acme-eu", `["1"]`, okInst) + tenant("acme.eu", `["2"]`, okInst),
+			getenv: func(k string) string {
+				if k == "RELAY_TENANT_ACME_EU_PREVIOUS_SIGNING_SECRET" {
+					return good
+				}
+				return ""
+			},
+			want: []string{"tenants[1].id", "share the secret variable RELAY_TENANT_ACME_EU_PREVIOUS_SIGNING_SECRET"}},
 		{name: "negative max_in_flight", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, max_in_flight: -1`),
 			want: []string{"tenants[0].instance.max_in_flight"}},
 		{name: "a second YAML document", data: "tenants: []\n---\ntenants:\n" + acme,
@@ -250,11 +295,12 @@ func TestTenant_FingerprintAndKey(t *testing.T) {
 	same.Partition = 7
 	require.Equal(t, fp, same.Fingerprint(), "accounts and partition are not delivery settings")
 	for name, mut := range map[string]func(*Tenant){
-		"url":    func(t *Tenant) { t.Instance.URL += "x" },
-		"mode":   func(t *Tenant) { t.Instance.Mode = ModeSubscribe },
-		"ca":     func(t *Tenant) { t.Instance.CAFile = "/ca.pem" },
-		"secret": func(t *Tenant) { t.Instance.SigningSecret += "AAAA" },
-		"flight": func(t *Tenant) { t.Instance.MaxInFlight = 2 },
+		"url":             func(t *Tenant) { t.Instance.URL += "x" },
+		"mode":            func(t *Tenant) { t.Instance.Mode = ModeSubscribe },
+		"ca":              func(t *Tenant) { t.Instance.CAFile = "/ca.pem" },
+		"secret":          func(t *Tenant) { t.Instance.SigningSecret += "AAAA" },
+		"previous secret": func(t *Tenant) { t.Instance.PreviousSigningSecret = "whsec_AAAA" },
+		"flight":          func(t *Tenant) { t.Instance.MaxInFlight = 2 },
 	} {
 		c := base
 		mut(&c)

@@ -46,6 +46,13 @@ type Instance struct {
 	// come from SigningSecretFile or RELAY_TENANT_<ID>_SIGNING_SECRET.
 	SigningSecret     string `yaml:"signing_secret"`
 	SigningSecretFile string `yaml:"signing_secret_file"`
+	// PreviousSigningSecret, while a rotation is under way, also signs
+	// every delivery: webhook-signature then carries a signature by each
+	// secret, so the instance verifies it with either. It may also come
+	// from PreviousSigningSecretFile or
+	// RELAY_TENANT_<ID>_PREVIOUS_SIGNING_SECRET.
+	PreviousSigningSecret     string `yaml:"previous_signing_secret"`
+	PreviousSigningSecretFile string `yaml:"previous_signing_secret_file"`
 	// MaxInFlight overrides delivery.max_in_flight_per_tenant for this
 	// tenant; above 1 only where the instance accepts events out of order.
 	MaxInFlight int `yaml:"max_in_flight"`
@@ -55,7 +62,7 @@ type Instance struct {
 // (hashed): delivery resumes a suspended tenant when it changes.
 func (t *Tenant) Fingerprint() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d", t.ID, t.Instance.Mode, t.Instance.URL, t.Instance.CAFile, t.Instance.SigningSecret, t.Instance.MaxInFlight)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%d\x00%s", t.ID, t.Instance.Mode, t.Instance.URL, t.Instance.CAFile, t.Instance.SigningSecret, t.Instance.MaxInFlight, t.Instance.PreviousSigningSecret)
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
@@ -63,6 +70,15 @@ func (t *Tenant) Fingerprint() string {
 // the signing secret after "whsec_".
 func (t *Tenant) SigningKey() ([]byte, error) {
 	return decodeSigningSecret(t.Instance.SigningSecret)
+}
+
+// PreviousSigningKey is SigningKey for PreviousSigningSecret; nil when
+// there is none.
+func (t *Tenant) PreviousSigningKey() ([]byte, error) {
+	if t.Instance.PreviousSigningSecret == "" {
+		return nil, nil
+	}
+	return decodeSigningSecret(t.Instance.PreviousSigningSecret)
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -118,6 +134,9 @@ func (t *Tenant) validate(field string) []error {
 	}
 	if _, err := decodeSigningSecret(in.SigningSecret); err != nil {
 		bad("instance.signing_secret", "%v", err)
+	}
+	if _, err := t.PreviousSigningKey(); err != nil {
+		bad("instance.previous_signing_secret", "%v", err)
 	}
 	if in.MaxInFlight < 0 {
 		bad("instance.max_in_flight", "must not be negative")

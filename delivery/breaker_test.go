@@ -156,13 +156,14 @@ func TestWatchCAFilesReportsAFileThatDoesNotLoad(t *testing.T) {
 
 // The log line saying a tenant's breaker opened names the last failure,
 // so that an operator sees why without debug logs: here the instance's
-// certificate is not valid for the name in the tenant's url.
+// certificate is not valid for the name in the tenant's url. It does not
+// quote the url, whose query may hold a token.
 func TestBreakerOpeningNamesTheLastFailure(t *testing.T) {
 	e := newTestEnv(t, 1)
 	inst := newInstance(t, e.ca, e.caFile, answer(200))
 	// The certificate is for 127.0.0.1; the url names another host that
 	// resolves to it.
-	url := strings.Replace(inst.URL, "127.0.0.1", "localhost", 1)
+	url := strings.Replace(inst.URL, "127.0.0.1", "localhost", 1) + "?token=QUERYSECRET123"
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: url, CAFile: e.caFile, Secret: newSecret(t)})
 	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
 
@@ -181,6 +182,7 @@ func TestBreakerOpeningNamesTheLastFailure(t *testing.T) {
 	}
 	require.Contains(t, line, "last_error=")
 	require.Contains(t, line, "wanted to match localhost")
+	require.NotContains(t, log.String(), "QUERYSECRET123", "the url's query in the log")
 }
 
 // lockedBuffer is a bytes.Buffer safe for a logger and a test at once.

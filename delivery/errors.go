@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -96,4 +97,19 @@ func reason(err error) string {
 	default:
 		return "connection"
 	}
+}
+
+// failureText says why an attempt failed, for logs: the status, or the
+// error of the connection or the handshake without the request's URL,
+// whose query may hold a token of the tenant's.
+func failureText(err error) string {
+	var de *DeliveryError
+	if errors.As(err, &de) && de.Status != 0 {
+		return de.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return "no answer: " + ue.Err.Error()
+	}
+	return err.Error()
 }

@@ -443,7 +443,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		_, err = in.breaker.Execute(func() (struct{}, error) {
 			err := s.attempt(ctx, in, ev)
 			if err != nil && Classify(err) == Retry && !errors.Is(err, context.Canceled) {
-				msg := err.Error() // the status, or why there was none: no message contents
+				msg := failureText(err)
 				in.lastFailure.Store(&msg)
 			}
 			return struct{}{}, err

@@ -69,7 +69,7 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 	tenants := *f.Tenants
 	var errs []error
 	ids := make(map[string]int, len(tenants))
-	envs := make(map[string]string, len(tenants)) // SecretEnv → tenant id
+	envs := make(map[string]string, 2*len(tenants)) // secret variable → tenant id
 	owners := make(map[string]string)
 	for i, t := range tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
@@ -89,15 +89,16 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 			errs = append(errs, fmt.Errorf("%s.id: %q is also tenants[%d].id", field, t.ID, j))
 		}
 		ids[t.ID] = i
-		if other, dup := envs[SecretEnv(t.ID)]; dup && other != t.ID {
-			for _, v := range []string{SecretEnv(t.ID), PreviousSecretEnv(t.ID)} {
-				if getenv(v) != "" {
-					// The variable is set, and would set both tenants' secrets.
-					errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s, which is set: give them their secrets another way", field, t.ID, other, v))
-				}
+		// One variable name may come from two tenants' ids, and even be
+		// one's secret and another's previous secret ("acme"'s previous,
+		// "acme-previous"'s current).
+		for _, v := range []string{SecretEnv(t.ID), PreviousSecretEnv(t.ID)} {
+			if other, dup := envs[v]; dup && other != t.ID && getenv(v) != "" {
+				// The variable is set, and would set both tenants' secrets.
+				errs = append(errs, fmt.Errorf("%s.id: %q and tenant %q share the secret variable %s, which is set: give them their secrets another way", field, t.ID, other, v))
 			}
+			envs[v] = t.ID
 		}
-		envs[SecretEnv(t.ID)] = t.ID
 		for k, a := range t.Accounts {
 			if other, dup := owners[a]; dup && other != t.ID {
 				errs = append(errs, fmt.Errorf("%s.accounts[%d]: account %s is also claimed by tenant %q", field, k, a, other))

@@ -243,6 +243,14 @@ func TestParse_Invalid(t *testing.T) {
 				return ""
 			},
 			want: []string{"tenants[1].id", "share the secret variable RELAY_TENANT_ACME_EU_PREVIOUS_SIGNING_SECRET"}},
+		{name: "one's previous secret variable is another's secret variable, set", data: "tenants:\n" + tenant("acme", `["1"]`, okInst) + tenant("acme-previous", `["2"]`, okInst),
+			getenv: func(k string) string {
+				if k == "RELAY_TENANT_ACME_PREVIOUS_SIGNING_SECRET" {
+					return good
+				}
+				return ""
+			},
+			want: []string{"tenants[1].id", `"acme-previous" and tenant "acme" share the secret variable RELAY_TENANT_ACME_PREVIOUS_SIGNING_SECRET`}},
 		{name: "negative max_in_flight", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, max_in_flight: -1`),
 			want: []string{"tenants[0].instance.max_in_flight"}},
 		{name: "a second YAML document", data: "tenants: []\n---\ntenants:\n" + acme,

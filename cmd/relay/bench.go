@@ -213,9 +213,21 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 // cleanly (a redrive marks what it wrote, a bench writes its report), and
 // that may hang on an unanswering broker.
 func signalContext() (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop)
-	return ctx, stop
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sig:
+			// The default comes back before ctx ends: by the time a
+			// command sees the first signal, a second one ends it.
+			signal.Stop(sig)
+			cancel()
+		case <-ctx.Done():
+			signal.Stop(sig)
+		}
+	}()
+	return ctx, cancel
 }
 
 // writeReport writes runs to the report file, if one was asked for.

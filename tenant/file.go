@@ -118,16 +118,16 @@ func resolveSecrets(t *Tenant, field, dir string, getenv func(string) string) []
 	var errs []error
 	in := &t.Instance
 	for _, s := range []struct {
-		value      *string
-		file, name string
-		env        string
+		value, file *string
+		name, env   string
 	}{
-		{&in.SigningSecret, in.SigningSecretFile, "signing_secret_file", SecretEnv(t.ID)},
-		{&in.PreviousSigningSecret, in.PreviousSigningSecretFile, "previous_signing_secret_file", PreviousSecretEnv(t.ID)},
+		{&in.SigningSecret, &in.SigningSecretFile, "signing_secret_file", SecretEnv(t.ID)},
+		{&in.PreviousSigningSecret, &in.PreviousSigningSecretFile, "previous_signing_secret_file", PreviousSecretEnv(t.ID)},
 	} {
-		if p := s.file; p != "" {
+		if p := *s.file; p != "" {
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(dir, p)
+				*s.file = p // for the registry, which watches it
 			}
 			b, err := os.ReadFile(p)
 			if err != nil {

@@ -72,7 +72,8 @@ type Registry struct {
 	reloading chan struct{} // holds a token while a reload runs: one at a time
 
 	mu          sync.Mutex        // guards what Watch reads:
-	lastSum     [sha256.Size]byte // of the file the latest reload settled on
+	lastSum     [sha256.Size]byte // of the file the latest reload settled on, and its secret files
+	secretFiles []string          // the *_secret_file paths of the latest tenants loaded
 	failedAt    time.Time         // of the latest reload, if it failed
 	lastFailure string            // its error, logged once however often it repeats
 
@@ -198,12 +199,15 @@ func (r *Registry) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
-	sum := sha256.Sum256(data)
 	tenants, err := parse(data, filepath.Dir(r.cfg.File), os.Getenv)
 	if err != nil {
-		r.setLastSum(sum) // Watch waits for the file to change (or RetryRefused)
+		r.mu.Lock()
+		r.lastSum = contentSum(data, r.secretFiles) // Watch waits for a change (or RetryRefused)
+		r.mu.Unlock()
 		return err
 	}
+	secretFiles := secretFilesOf(tenants)
+	sum := contentSum(data, secretFiles)
 	ids := make([]string, len(tenants))
 	for i, t := range tenants {
 		ids[i] = t.ID
@@ -239,7 +243,9 @@ func (r *Registry) reload(ctx context.Context) error {
 	r.cur.Store(s)
 	// Only now: Watch retries a reload that failed for another reason
 	// than the file (assignment, BeforeSwap).
-	r.setLastSum(sum)
+	r.mu.Lock()
+	r.lastSum, r.secretFiles = sum, secretFiles
+	r.mu.Unlock()
 	r.tenantCount.Set(float64(len(s.Tenants)))
 	added, removed := diff(prev, s)
 	r.cfg.Logger.Info("tenants loaded", "file", r.cfg.File, "tenants", len(s.Tenants), "version", s.Version,
@@ -267,7 +273,10 @@ func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 		if err != nil {
 			continue
 		}
-		sum := sha256.Sum256(data)
+		r.mu.Lock()
+		files := r.secretFiles
+		r.mu.Unlock()
+		sum := contentSum(data, files)
 		r.mu.Lock()
 		due := sum != r.lastSum || !r.failedAt.IsZero() && time.Since(r.failedAt) >= r.cfg.RetryRefused
 		r.mu.Unlock()
@@ -282,10 +291,36 @@ func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 // watchReloadTimeout is how long one of Watch's reloads may take.
 const watchReloadTimeout = time.Minute
 
-func (r *Registry) setLastSum(sum [sha256.Size]byte) {
-	r.mu.Lock()
-	r.lastSum = sum
-	r.mu.Unlock()
+// contentSum hashes the tenants file and the secret files it names, so
+// that Watch also sees a secret file replaced (a rotation, a Kubernetes
+// Secret updated) while the tenants file stays the same.
+func contentSum(data []byte, secretFiles []string) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(data)
+	for _, f := range secretFiles {
+		fmt.Fprintf(h, "\x00%s\x00", f)
+		if b, err := os.ReadFile(f); err == nil {
+			h.Write(b)
+		} else {
+			h.Write([]byte("\x00unreadable"))
+		}
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// secretFilesOf lists the secret files tenants name (absolute paths).
+func secretFilesOf(tenants []*Tenant) []string {
+	var files []string
+	for _, t := range tenants {
+		for _, f := range []string{t.Instance.SigningSecretFile, t.Instance.PreviousSigningSecretFile} {
+			if f != "" {
+				files = append(files, f)
+			}
+		}
+	}
+	return files
 }
 
 func diff(prev, cur *Snapshot) (added, removed []string) {

@@ -79,3 +79,32 @@ func TestReloadGivesUpBehindAStuckReload(t *testing.T) {
 		t.Fatal("Reload with a 200 ms deadline still waiting after 3 s")
 	}
 }
+
+// A secret file replaced while the tenants file stays the same (a
+// rotation, a Kubernetes Secret updated) is picked up by Watch as a
+// change of the tenants file is: Watch used to look at the tenants file
+// only, so the new secret waited for a SIGHUP.
+func TestWatchSeesAReplacedSecretFile(t *testing.T) {
+	oldSecret, rotated := newSecret(t, 32), newSecret(t, 32)
+	r := newTestRegistry(t, tenantsYAML(oldSecret, acmeSpec)+
+		"  - id: globex\n    accounts: [\"209384756102938\"]\n    instance: {url: \"https://g.example/\", signing_secret_file: secrets/globex, previous_signing_secret_file: secrets/globex.old}\n", nil)
+	dir := filepath.Join(filepath.Dir(r.file), "secrets")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	writeFile(t, filepath.Join(dir, "globex"), oldSecret)
+	writeFile(t, filepath.Join(dir, "globex.old"), oldSecret)
+	require.NoError(t, r.reload(t))
+	require.Equal(t, oldSecret, r.Snapshot().Tenant("globex").Instance.SigningSecret)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	writeFile(t, filepath.Join(dir, "globex"), rotated)
+	require.Eventually(t, func() bool { return r.Snapshot().Tenant("globex").Instance.SigningSecret == rotated }, 5*time.Second, 10*time.Millisecond,
+		"the replaced secret file is read")
+	require.Equal(t, oldSecret, r.Snapshot().Tenant("globex").Instance.PreviousSigningSecret)
+	loads := r.counts().ok
+	writeFile(t, filepath.Join(dir, "globex.old"), rotated)
+	require.Eventually(t, func() bool { return r.Snapshot().Tenant("globex").Instance.PreviousSigningSecret == rotated }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, loads+1, r.counts().ok, "one reload per change")
+}

@@ -77,16 +77,7 @@ func TestEachGoesOnWhenTheFirstPendingIsDeletedBetweenPasses(t *testing.T) {
 // and Each's second pass then fetched a deleted offset and failed on
 // every run.
 func TestEachSkipsRecordsBelowTheLogStart(t *testing.T) {
-	b := newBareCluster(t, testDLQTopic, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	d := &DLQ{Client: b.client, Topic: testDLQTopic, Events: testEventsTopic}
-	evs := simpleEvents("acme", "1", "acme", 3)
-	recs := make([]kafka.Record, len(evs))
-	for i, te := range evs {
-		recs[i] = kafka.Record{Key: kafka.NewBytes([]byte("acme")), Value: kafka.NewBytes(te.Value), Headers: te.headers(), Time: time.Now()}
-	}
-	require.NoError(t, d.produce(ctx, testDLQTopic, 0, recs)) // one batch: offsets 0..2
+	ctx, b, d, evs := dlqWithOneBatch(t, 3)
 	require.NoError(t, b.c.DeleteRecords(testDLQTopic, 0, 1)) // log start 1, mid-batch
 	for range 2 {
 		ids, err := eachIDs(ctx, d, "acme")
@@ -99,16 +90,7 @@ func TestEachSkipsRecordsBelowTheLogStart(t *testing.T) {
 // before it; markers of other tenants, malformed ones included, are not
 // the tenant's.
 func TestEachSecondPassStartsInsideABatch(t *testing.T) {
-	b := newBareCluster(t, testDLQTopic, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	d := &DLQ{Client: b.client, Topic: testDLQTopic, Events: testEventsTopic}
-	evs := simpleEvents("acme", "1", "acme", 4)
-	recs := make([]kafka.Record, len(evs))
-	for i, te := range evs {
-		recs[i] = kafka.Record{Key: kafka.NewBytes([]byte("acme")), Value: kafka.NewBytes(te.Value), Headers: te.headers(), Time: time.Now()}
-	}
-	require.NoError(t, d.produce(ctx, testDLQTopic, 0, recs)) // one batch 0..3
+	ctx, _, d, evs := dlqWithOneBatch(t, 4)
 	require.NoError(t, d.mark(ctx, "acme", 1, 2, time.Now())) // 0, 1 redriven
 	require.NoError(t, d.mark(ctx, "globex", 3, 1, time.Now()))
 	require.NoError(t, d.produce(ctx, testDLQTopic, 0, []kafka.Record{{ // malformed marker of another tenant
@@ -118,4 +100,22 @@ func TestEachSecondPassStartsInsideABatch(t *testing.T) {
 	ids, err := eachIDs(ctx, d, "acme")
 	require.NoError(t, err)
 	require.Equal(t, []string{evs[2].ID, evs[3].ID}, ids)
+}
+
+// dlqWithOneBatch returns a DLQ holding n dead letters of acme written in
+// one record batch (offsets 0 to n-1), as another writer than the relay
+// may write them, and its cluster.
+func dlqWithOneBatch(t *testing.T, n int) (context.Context, *bareCluster, *DLQ, []testEvent) {
+	t.Helper()
+	b := newBareCluster(t, testDLQTopic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	d := &DLQ{Client: b.client, Topic: testDLQTopic, Events: testEventsTopic}
+	evs := simpleEvents("acme", "1", "acme", n)
+	recs := make([]kafka.Record, len(evs))
+	for i, te := range evs {
+		recs[i] = kafka.Record{Key: kafka.NewBytes([]byte("acme")), Value: kafka.NewBytes(te.Value), Headers: te.headers(), Time: time.Now()}
+	}
+	require.NoError(t, d.produce(ctx, testDLQTopic, 0, recs))
+	return ctx, b, d, evs
 }

@@ -36,22 +36,28 @@ func breakerSink(t *testing.T, e *testEnv, id string) (*Sink, *prometheus.Regist
 // breakerTenants lists the tenants with a relay_delivery_breaker_state series.
 func breakerTenants(t *testing.T, reg *prometheus.Registry) []string {
 	t.Helper()
+	return labelValues(t, reg, "relay_delivery_breaker_state", "tenant")
+}
+
+// labelValues lists the values of label over the series of metric.
+func labelValues(t *testing.T, reg *prometheus.Registry, metric, label string) []string {
+	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	var tenants []string
+	var values []string
 	for _, mf := range mfs {
-		if mf.GetName() != "relay_delivery_breaker_state" {
+		if mf.GetName() != metric {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "tenant" {
-					tenants = append(tenants, l.GetValue())
+				if l.GetName() == label {
+					values = append(values, l.GetValue())
 				}
 			}
 		}
 	}
-	return tenants
+	return values
 }
 
 // Regression: an attempt cut short by a rebalance (context.Canceled)

@@ -57,6 +57,13 @@ func (m *RuntimeMetrics) unresolvedFor(module string) prometheus.Gauge {
 	return m.unresolved.WithLabelValues(module)
 }
 
+// forgetPartition drops a partition's series once another member has it.
+func (m *RuntimeMetrics) forgetPartition(module, partition string) {
+	if m != nil {
+		m.lag.DeleteLabelValues(module, partition)
+	}
+}
+
 func (m *RuntimeMetrics) lagFor(module, partition string) prometheus.Gauge {
 	if m == nil {
 		return discardGauge

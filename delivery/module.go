@@ -42,6 +42,14 @@ type Concurrent interface {
 	InFlight(tenant string) int
 }
 
+// Assignee is implemented by modules that keep state per tenant: at the
+// start of each generation, before any Handle of it, the runtime tells
+// them which partitions this node now handles, so that they let go of
+// the others' (and stop reporting them in metrics).
+type Assignee interface {
+	Assigned(partitions []int)
+}
+
 // Factory builds a module from what the relay gives every module.
 type Factory func(deps Deps) (Module, error)
 

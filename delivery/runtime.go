@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -104,6 +105,7 @@ func Run(ctx context.Context, cfg RuntimeConfig) error {
 	}
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport}
 	var last *genRun
+	owned := map[int]bool{} // the last generation's partitions
 	for {
 		gen, err := group.Next(ctx)
 		if err != nil {
@@ -114,7 +116,27 @@ func Run(ctx context.Context, cfg RuntimeConfig) error {
 			continue
 		}
 		parts := gen.Assignments[cfg.Topic]
-		log.Info("consumer group generation", "generation", gen.ID, "partitions", len(parts))
+		ids := make([]int, len(parts))
+		for i, a := range parts {
+			ids[i] = a.ID
+		}
+		slices.Sort(ids)
+		log.Info("consumer group generation", "generation", gen.ID, "partitions", len(parts), "partition_ids", ids)
+		// The previous generation is over (kafka-go starts the next one
+		// only then): what moved to another member is not reported here.
+		now := make(map[int]bool, len(ids))
+		for _, id := range ids {
+			now[id] = true
+		}
+		for id := range owned {
+			if !now[id] {
+				cfg.Metrics.forgetPartition(cfg.Module.Name(), strconv.Itoa(id))
+			}
+		}
+		owned = now
+		if a, ok := cfg.Module.(Assignee); ok {
+			a.Assigned(ids)
+		}
 		last = newGenRun(&cfg, client, gen, log)
 		last.start(ctx, parts)
 	}
@@ -386,6 +408,8 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 	// relay_delivery_unresolved_partitions counts it meanwhile.
 	var resolveFailures int
 	var resolveAt time.Time // when to try the unresolved partitions again
+	var busy []*partState   // left out of this round's fetch
+	var lagAt time.Time     // when to refresh their lag next
 	gauge, counted := cfg.Metrics.unresolvedFor(cfg.Module.Name()), 0
 	defer func() { gauge.Sub(float64(counted)) }()
 	for ctx.Err() == nil {
@@ -411,17 +435,35 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 			MaxBytes: int32(cfg.FetchMaxBytes), SessionID: -1, SessionEpoch: -1,
 		}
 		topic := fetchapi.RequestTopic{Topic: cfg.Topic}
+		busy = busy[:0]
 		for _, ps := range f.parts {
-			if ps.next < 0 || len(ps.queue) > cap(ps.queue)/2 {
-				continue // start offset unknown yet, or its worker is busy or paused
+			if ps.next < 0 {
+				continue // start offset unknown yet
+			}
+			if len(ps.queue) > cap(ps.queue)/2 {
+				busy = append(busy, ps) // its worker is busy, or its tenant paused
+				continue
 			}
 			topic.Partitions = append(topic.Partitions, fetchapi.RequestPartition{
 				Partition: int32(ps.id), CurrentLeaderEpoch: -1, FetchOffset: ps.next,
 				LogStartOffset: -1, PartitionMaxBytes: int32(partitionMaxBytes),
 			})
 		}
+		// A partition left out of the fetches still has its lag kept
+		// current, so that a paused tenant's backlog shows as it grows.
+		if len(busy) > 0 && !time.Now().Before(lagAt) {
+			f.refreshLag(ctx, busy)
+			lagAt = time.Now().Add(lagRefresh)
+		}
 		if len(topic.Partitions) == 0 {
-			if !f.waitRoom(ctx, resolveFailures > 0, resolveAt) {
+			wake := time.Time{}
+			if resolveFailures > 0 {
+				wake = resolveAt
+			}
+			if len(busy) > 0 && (wake.IsZero() || lagAt.Before(wake)) {
+				wake = lagAt
+			}
+			if !f.waitRoom(ctx, wake) {
 				return
 			}
 			continue
@@ -463,12 +505,11 @@ func (f *fetcher) loop(gctx, stop context.Context) {
 }
 
 // waitRoom waits, with nothing to fetch, until a queue has room again or
-// (when retry is set) the unresolved partitions' next try is due; false
-// when ctx ended.
-func (f *fetcher) waitRoom(ctx context.Context, retry bool, at time.Time) bool {
+// wake (zero: no time) has come; false when ctx ended.
+func (f *fetcher) waitRoom(ctx context.Context, wake time.Time) bool {
 	var due <-chan time.Time
-	if retry {
-		t := time.NewTimer(time.Until(at))
+	if !wake.IsZero() {
+		t := time.NewTimer(time.Until(wake))
 		defer t.Stop()
 		due = t.C
 	}
@@ -479,6 +520,34 @@ func (f *fetcher) waitRoom(ctx context.Context, retry bool, at time.Time) bool {
 	case <-due:
 	}
 	return true
+}
+
+// lagRefresh is how often the lag of partitions left out of the fetches
+// (busy or paused) is brought up to date from their high watermarks.
+const lagRefresh = 5 * time.Second
+
+// refreshLag lists the high watermarks of parts, which are not fetched
+// meanwhile, and sets their lag; a failure leaves it for the next time.
+func (f *fetcher) refreshLag(ctx context.Context, parts []*partState) {
+	reqs := make([]kafka.OffsetRequest, len(parts))
+	for i, ps := range parts {
+		reqs[i] = kafka.LastOffsetOf(ps.id)
+	}
+	topic := f.run.cfg.Topic
+	res, err := f.run.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		f.run.log.Debug("listing high watermarks for the lag", "err", err)
+		return
+	}
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			continue
+		}
+		if ps := f.part(po.Partition); ps != nil {
+			ps.hw.Store(po.LastOffset)
+			ps.lag.Set(float64(max(po.LastOffset-ps.next, 0) + int64(len(ps.queue))))
+		}
+	}
 }
 
 // maxFetchFailures is how many fetches in a row may fail before the

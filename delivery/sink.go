@@ -277,14 +277,39 @@ func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
 		return
 	}
 	for id, in := range s.tenants {
-		if snap.Tenant(id) != nil {
-			continue
+		if snap.Tenant(id) == nil {
+			s.forgetLocked(id, in)
 		}
-		in.retire()
-		delete(s.tenants, id)
-		if m := s.cfg.Metrics; m != nil {
-			m.breaker.DeleteLabelValues(id)
-			m.caFailing.DeleteLabelValues(id)
+	}
+	s.countSuspendedLocked()
+}
+
+// forgetLocked drops a tenant's delivery state and series. s.mu is held.
+func (s *Sink) forgetLocked(id string, in *instance) {
+	in.retire()
+	delete(s.tenants, id)
+	if m := s.cfg.Metrics; m != nil {
+		m.breaker.DeleteLabelValues(id)
+		m.caFailing.DeleteLabelValues(id)
+	}
+}
+
+var _ Assignee = (*Sink)(nil)
+
+// Assigned lets go of the tenants whose partitions this node no longer
+// handles: their connections, breakers and breaker series (another node
+// reports them now). One whose partition comes back starts afresh.
+func (s *Sink) Assigned(partitions []int) {
+	mine := make(map[int32]bool, len(partitions))
+	for _, p := range partitions {
+		mine[int32(p)] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.cfg.Tenants.Snapshot()
+	for id, in := range s.tenants {
+		if t := tenantIn(snap, id); t == nil || !mine[t.Partition] {
+			s.forgetLocked(id, in)
 		}
 	}
 	s.countSuspendedLocked()

@@ -1,0 +1,75 @@
+package delivery
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Regression: a partition left out of the fetches (its tenant paused by
+// its breaker, its queue full) had its lag frozen at the last fetch, so a
+// lag alert understated an instance's outage as the backlog grew. Its
+// lag is now refreshed from the high watermark meanwhile.
+func TestLagKeepsGrowingWhileATenantIsPaused(t *testing.T) {
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusServiceUnavailable))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	p := e.partition("acme")
+	evs := simpleEvents("acme", "1", "acme", 150)
+	e.produce(p, evs[:100]...)
+	r := e.start("relay.test.lagpaused", nil, nil)
+	lag := func() float64 { return r.gauge("relay_delivery_consumer_lag", "partition", strconv.Itoa(p)) }
+	require.Eventually(t, func() bool { return lag() >= 90 }, waitFor, tick)
+
+	// The head events go to the DLQ one by one (15 attempts each), so the
+	// backlog is a little under 150 by then.
+	e.produce(p, evs[100:]...)
+	require.Eventually(t, func() bool { return lag() >= 130 }, lagRefresh+waitFor, tick,
+		"the lag follows the backlog of a paused tenant")
+}
+
+// Regression: after a rebalance a node kept reporting the lag of the
+// partitions that moved to another member, and the breaker state of their
+// tenants, frozen at their last values: two nodes reported one partition,
+// one of them wrongly. A node now reports only what it handles.
+func TestRebalanceDropsTheSeriesOfWhatMoved(t *testing.T) {
+	e := newTestEnv(t, 2)
+	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
+	e.setTenants(
+		tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)},
+		tenantConf{ID: "globex", Account: "2", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)},
+	)
+	owner := map[string]string{strconv.Itoa(e.partition("acme")): "acme", strconv.Itoa(e.partition("globex")): "globex"}
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+	e.produce(e.partition("globex"), simpleEvents("globex", "2", "globex", 1)...)
+
+	const group = "relay.test.series"
+	r1 := e.start(group, nil, nil)
+	inst.waitDelivered(2)
+	require.ElementsMatch(t, []string{"acme", "globex"}, breakerTenants(t, r1.metrics))
+
+	r2 := e.start(group, nil, nil)
+	var mine []string
+	require.Eventually(t, func() bool {
+		mine = labelValues(t, r1.metrics, "relay_delivery_consumer_lag", "partition")
+		theirs := labelValues(t, r2.metrics, "relay_delivery_consumer_lag", "partition")
+		return len(mine) == 1 && len(theirs) == 1 && mine[0] != theirs[0]
+	}, 30*time.Second, 50*time.Millisecond, "each node reports its own partition only")
+	for _, tn := range breakerTenants(t, r1.metrics) {
+		require.True(t, slices.Contains(mine, partitionOf(owner, tn)), "breaker series of %s, whose partition moved", tn)
+	}
+}
+
+// partitionOf is the partition owner maps to tenant id.
+func partitionOf(owner map[string]string, id string) string {
+	for p, tn := range owner {
+		if tn == id {
+			return p
+		}
+	}
+	return ""
+}

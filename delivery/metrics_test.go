@@ -1,12 +1,16 @@
 package delivery
 
 import (
+	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -59,9 +63,49 @@ func TestRebalanceDropsTheSeriesOfWhatMoved(t *testing.T) {
 		theirs := labelValues(t, r2.metrics, "relay_delivery_consumer_lag", "partition")
 		return len(mine) == 1 && len(theirs) == 1 && mine[0] != theirs[0]
 	}, 30*time.Second, 50*time.Millisecond, "each node reports its own partition only")
-	for _, tn := range breakerTenants(t, r1.metrics) {
-		require.True(t, slices.Contains(mine, partitionOf(owner, tn)), "breaker series of %s, whose partition moved", tn)
-	}
+	// The lag series go just before the sink is told: wait for both.
+	require.Eventually(t, func() bool {
+		tenants := breakerTenants(t, r1.metrics)
+		return len(tenants) == 1 && slices.Contains(mine, partitionOf(owner, tenants[0]))
+	}, waitFor, tick, "only the breaker series of the tenant whose partition stayed")
+}
+
+// A tenant whose partition moves away and back keeps its state meanwhile:
+// here the previous CA of a ca_file replaced by one that does not load
+// (README: it stays in use, and relay_delivery_ca_reload_failing says so).
+// A first version forgot the tenant when its partition moved away, so on
+// its return it could not be delivered at all, and the alert was gone.
+func TestPartitionAwayAndBackKeepsTheTenantsState(t *testing.T) {
+	e := newTestEnv(t, 1)
+	caFile := filepath.Join(t.TempDir(), "acme-ca.pem")
+	good, err := os.ReadFile(e.caFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(caFile, good, 0o600))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: caFile, Secret: newSecret(t)})
+	reg := prometheus.NewRegistry()
+	s, err := NewSink(e.testSinkConfig(reg))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	acme := e.reg.Snapshot().Tenant("acme")
+	_, err = s.instanceFor(acme)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.WatchCAFiles(ctx, 10*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	failing := func() float64 { return metricValue(t, reg, "relay_delivery_ca_reload_failing", "tenant", "acme") }
+
+	require.NoError(t, os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"), 0o600))
+	require.Eventually(t, func() bool { return failing() == 1 }, waitFor, tick)
+
+	p := e.partition("acme")
+	s.Assigned(nil) // another member took acme's partition
+	require.Empty(t, breakerTenants(t, reg), "not reported while away")
+	s.Assigned([]int{p}) // and it came back
+	require.Equal(t, []string{"acme"}, breakerTenants(t, reg), "reported again")
+	_, err = s.instanceFor(acme)
+	require.NoError(t, err, "still delivered with the previous CA")
+	require.Equal(t, float64(1), failing(), "and still said so")
 }
 
 // partitionOf is the partition owner maps to tenant id.

@@ -169,6 +169,7 @@ type instance struct {
 	mu        sync.Mutex
 	suspended bool
 	retired   bool // replaced or removed: its breaker no longer reports
+	away      bool // its partition is another node's now: not reported here
 }
 
 // retire closes in's idle connections and stops its breaker from
@@ -248,8 +249,8 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			in.mu.Lock()
 			defer in.mu.Unlock()
-			if in.retired {
-				return // replaced or removed: its series is another's, or gone
+			if in.retired || in.away {
+				return // replaced, removed or handled elsewhere: its series is another's, or gone
 			}
 			args := []any{"tenant", name, "from", from.String(), "to", to.String()}
 			if last := in.lastFailure.Load(); last != nil && to == gobreaker.StateOpen {
@@ -296,9 +297,11 @@ func (s *Sink) forgetLocked(id string, in *instance) {
 
 var _ Assignee = (*Sink)(nil)
 
-// Assigned lets go of the tenants whose partitions this node no longer
-// handles: their connections, breakers and breaker series (another node
-// reports them now). One whose partition comes back starts afresh.
+// Assigned stops reporting the tenants whose partitions this node no
+// longer handles (another node reports them now): their breaker series go,
+// and their idle connections are closed. Their state stays (the previous
+// CA of a ca_file that no longer loads, a 410 suspension, the breaker), in
+// case their partition comes back: then they are reported again.
 func (s *Sink) Assigned(partitions []int) {
 	mine := make(map[int32]bool, len(partitions))
 	for _, p := range partitions {
@@ -308,8 +311,21 @@ func (s *Sink) Assigned(partitions []int) {
 	defer s.mu.Unlock()
 	snap := s.cfg.Tenants.Snapshot()
 	for id, in := range s.tenants {
-		if t := tenantIn(snap, id); t == nil || !mine[t.Partition] {
-			s.forgetLocked(id, in)
+		t := tenantIn(snap, id)
+		away := t == nil || !mine[t.Partition]
+		in.mu.Lock()
+		was := in.away
+		in.away = away
+		in.mu.Unlock()
+		m := s.cfg.Metrics
+		switch {
+		case away && !was:
+			in.transport.CloseIdleConnections()
+			if m != nil {
+				m.breaker.DeleteLabelValues(id)
+			}
+		case !away && was && m != nil:
+			m.breaker.WithLabelValues(id).Set(float64(in.breaker.State()))
 		}
 	}
 	s.countSuspendedLocked()
@@ -665,9 +681,11 @@ func (s *Sink) countSuspendedLocked() {
 	}
 	n := 0
 	for _, in := range s.tenants {
-		if in.isSuspended() {
+		in.mu.Lock()
+		if in.suspended && !in.away {
 			n++
 		}
+		in.mu.Unlock()
 	}
 	m.suspended.Set(float64(n))
 }

@@ -42,6 +42,12 @@ func LoadFile(path string) ([]*Tenant, error) {
 }
 
 func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, error) {
+	return parseReading(data, dir, getenv, os.ReadFile)
+}
+
+// parseReading is parse reading secret files with readFile: the registry
+// keeps the bytes it read, to checksum the very content it loaded.
+func parseReading(data []byte, dir string, getenv func(string) string, readFile func(string) ([]byte, error)) ([]*Tenant, error) {
 	var f fileFormat
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -83,7 +89,7 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 		if t.Instance.CAFile != "" && !filepath.IsAbs(t.Instance.CAFile) {
 			t.Instance.CAFile = filepath.Join(dir, t.Instance.CAFile)
 		}
-		errs = append(errs, resolveSecrets(t, field, dir, getenv)...)
+		errs = append(errs, resolveSecrets(t, field, dir, getenv, readFile)...)
 		errs = append(errs, t.validate(field)...)
 		if j, dup := ids[t.ID]; dup {
 			errs = append(errs, fmt.Errorf("%s.id: %q is also tenants[%d].id", field, t.ID, j))
@@ -114,7 +120,7 @@ func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, erro
 
 // resolveSecrets takes each of t's secrets from its _file key and its
 // environment variable, which override the plain key in that order.
-func resolveSecrets(t *Tenant, field, dir string, getenv func(string) string) []error {
+func resolveSecrets(t *Tenant, field, dir string, getenv func(string) string, readFile func(string) ([]byte, error)) []error {
 	var errs []error
 	in := &t.Instance
 	for _, s := range []struct {
@@ -129,7 +135,7 @@ func resolveSecrets(t *Tenant, field, dir string, getenv func(string) string) []
 				p = filepath.Join(dir, p)
 				*s.file = p // for the registry, which watches it
 			}
-			b, err := os.ReadFile(p)
+			b, err := readFile(p)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.instance.%s: %w", field, s.name, err))
 			} else {

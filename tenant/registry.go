@@ -199,15 +199,30 @@ func (r *Registry) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
-	tenants, err := parse(data, filepath.Dir(r.cfg.File), os.Getenv)
+	// The checksum is of the secret files' content as parsed, not read
+	// again: a file replaced in between would otherwise be in the sum but
+	// not in the tenants, and Watch would never load it.
+	read := map[string][]byte{}
+	tenants, err := parseReading(data, filepath.Dir(r.cfg.File), os.Getenv, func(path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			read[path] = b
+		}
+		return b, err
+	})
 	if err != nil {
 		r.mu.Lock()
-		r.lastSum = contentSum(data, r.secretFiles) // Watch waits for a change (or RetryRefused)
+		r.lastSum = contentSum(data, r.secretFiles, os.ReadFile) // Watch waits for a change (or RetryRefused)
 		r.mu.Unlock()
 		return err
 	}
 	secretFiles := secretFilesOf(tenants)
-	sum := contentSum(data, secretFiles)
+	sum := contentSum(data, secretFiles, func(path string) ([]byte, error) {
+		if b, ok := read[path]; ok {
+			return b, nil
+		}
+		return nil, os.ErrNotExist
+	})
 	ids := make([]string, len(tenants))
 	for i, t := range tenants {
 		ids[i] = t.ID
@@ -276,7 +291,7 @@ func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 		r.mu.Lock()
 		files := r.secretFiles
 		r.mu.Unlock()
-		sum := contentSum(data, files)
+		sum := contentSum(data, files, os.ReadFile)
 		r.mu.Lock()
 		due := sum != r.lastSum || !r.failedAt.IsZero() && time.Since(r.failedAt) >= r.cfg.RetryRefused
 		r.mu.Unlock()
@@ -294,12 +309,12 @@ const watchReloadTimeout = time.Minute
 // contentSum hashes the tenants file and the secret files it names, so
 // that Watch also sees a secret file replaced (a rotation, a Kubernetes
 // Secret updated) while the tenants file stays the same.
-func contentSum(data []byte, secretFiles []string) [sha256.Size]byte {
+func contentSum(data []byte, secretFiles []string, readFile func(string) ([]byte, error)) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write(data)
 	for _, f := range secretFiles {
 		fmt.Fprintf(h, "\x00%s\x00", f)
-		if b, err := os.ReadFile(f); err == nil {
+		if b, err := readFile(f); err == nil {
 			h.Write(b)
 		} else {
 			h.Write([]byte("\x00unreadable"))

@@ -12,6 +12,7 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 20) // 0.5ms … ~
 // records nothing.
 type RuntimeMetrics struct {
 	lag        *prometheus.GaugeVec
+	joined     *prometheus.GaugeVec
 	unresolved *prometheus.GaugeVec
 	events     *prometheus.CounterVec
 	handle     *prometheus.HistogramVec
@@ -25,6 +26,10 @@ func NewRuntimeMetrics(reg prometheus.Registerer) *RuntimeMetrics {
 			Name: "relay_delivery_consumer_lag",
 			Help: "Events of a partition not yet handed to the module (high watermark minus the next offset), per module and partition.",
 		}, []string{"module", "partition"}),
+		joined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_delivery_group_joined",
+			Help: "1 while this node is a member of a consumer group generation, per module; 0 while it waits for the next one (a rebalance, Kafka away), when none of its partitions are delivered and their lag is not reported.",
+		}, []string{"module"}),
 		unresolved: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_delivery_unresolved_partitions",
 			Help: "Assigned partitions not fetched because their start offset cannot be listed yet (leader unavailable), per module; their lag is unknown meanwhile.",
@@ -43,7 +48,7 @@ func NewRuntimeMetrics(reg prometheus.Registerer) *RuntimeMetrics {
 			Help: "Offset commits to the consumer group.",
 		}),
 	}
-	reg.MustRegister(m.lag, m.unresolved, m.events, m.handle, m.commits)
+	reg.MustRegister(m.lag, m.joined, m.unresolved, m.events, m.handle, m.commits)
 	return m
 }
 
@@ -57,10 +62,21 @@ func (m *RuntimeMetrics) unresolvedFor(module string) prometheus.Gauge {
 	return m.unresolved.WithLabelValues(module)
 }
 
-// forgetPartition drops a partition's series once another member has it.
+// forgetPartition drops a partition's series when its generation ends:
+// its lag is not known until the next one fetches it, maybe elsewhere.
 func (m *RuntimeMetrics) forgetPartition(module, partition string) {
 	if m != nil {
 		m.lag.DeleteLabelValues(module, partition)
+	}
+}
+
+func (m *RuntimeMetrics) setJoined(module string, joined bool) {
+	if m != nil {
+		v := 0.0
+		if joined {
+			v = 1
+		}
+		m.joined.WithLabelValues(module).Set(v)
 	}
 }
 
@@ -124,7 +140,7 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 		}, []string{"reason"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_delivery_breaker_state",
-			Help: "Circuit breaker state per tenant: 0 closed, 1 half-open, 2 open. One series per tenant of the tenants file.",
+			Help: "Circuit breaker state per tenant: 0 closed, 1 half-open, 2 open. One series per tenant this node delivers to (whose partition it handles).",
 		}, []string{"tenant"}),
 		paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_delivery_paused_partitions",

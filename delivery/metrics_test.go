@@ -117,3 +117,23 @@ func partitionOf(owner map[string]string, id string) string {
 	}
 	return ""
 }
+
+// relay_delivery_group_joined is 1 while the node is in a generation and
+// 0 once it ends; the generation's lag series go with it, since nothing
+// fetches them until the next one. A broker away, or a rebalance that
+// takes long, used to leave the last lag values standing (0 for a tenant
+// that was keeping up) while nothing was delivered.
+func TestGenerationEndReportsNotJoinedAndNoLag(t *testing.T) {
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+	r := e.start("relay.test.joined", nil, nil)
+	inst.waitDelivered(1)
+	require.Equal(t, float64(1), r.gauge("relay_delivery_group_joined", "module", "instance"))
+	require.Len(t, labelValues(t, r.metrics, "relay_delivery_consumer_lag", "partition"), 1)
+
+	require.NoError(t, r.stop())
+	require.Equal(t, float64(0), r.gauge("relay_delivery_group_joined", "module", "instance"))
+	require.Empty(t, labelValues(t, r.metrics, "relay_delivery_consumer_lag", "partition"))
+}

@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg RuntimeConfig) error {
 	}
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport}
 	var last *genRun
-	owned := map[int]bool{} // the last generation's partitions
+	cfg.Metrics.setJoined(cfg.Module.Name(), false)
 	for {
 		gen, err := group.Next(ctx)
 		if err != nil {
@@ -124,16 +124,6 @@ func Run(ctx context.Context, cfg RuntimeConfig) error {
 		log.Info("consumer group generation", "generation", gen.ID, "partitions", len(parts), "partition_ids", ids)
 		// The previous generation is over (kafka-go starts the next one
 		// only then): what moved to another member is not reported here.
-		now := make(map[int]bool, len(ids))
-		for _, id := range ids {
-			now[id] = true
-		}
-		for id := range owned {
-			if !now[id] {
-				cfg.Metrics.forgetPartition(cfg.Module.Name(), strconv.Itoa(id))
-			}
-		}
-		owned = now
 		if a, ok := cfg.Module.(Assignee); ok {
 			a.Assigned(ids)
 		}
@@ -200,6 +190,17 @@ func (g *genRun) start(stop context.Context, parts []kafka.PartitionAssignment) 
 		})
 	}
 	g.gen.Start(func(gctx context.Context) { g.commitLoop(gctx, stop) })
+	// Until the generation ends: then nothing of it is delivered until the
+	// next one, here or elsewhere, and its partitions' lag is unknown.
+	m, module := g.cfg.Metrics, g.cfg.Module.Name()
+	m.setJoined(module, true)
+	g.gen.Start(func(gctx context.Context) {
+		<-gctx.Done()
+		for _, a := range parts {
+			m.forgetPartition(module, strconv.Itoa(a.ID))
+		}
+		m.setJoined(module, false)
+	})
 }
 
 // leaders maps each partition to its leader broker; all -1 (one fetcher)

@@ -158,6 +158,55 @@ type Producer struct {
 
 	leaders leaderCache
 	wg      sync.WaitGroup
+
+	failures failureLog
+}
+
+// failureLog logs failed produce requests without flooding: while Kafka is
+// away every flush fails, up to hundreds a second. The first failure is
+// logged, then at most one line per failureLogEvery with the count since,
+// and one line when a request succeeds again.
+type failureLog struct {
+	failing atomic.Bool // read on every flush; the rest only while failing
+	mu      sync.Mutex
+	logged  time.Time // the last line
+	since   int       // failed requests not logged since
+	records int       // records they held
+	first   time.Time // of this run of failures
+	total   int       // failed requests in this run
+	now     func() time.Time
+}
+
+const failureLogEvery = 10 * time.Second
+
+func (l *failureLog) report(log *slog.Logger, err error, records int) {
+	if err == nil && !l.failing.Load() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.now != nil {
+		now = l.now()
+	}
+	if err == nil {
+		log.Info("produce works again", "failed_requests", l.total, "for", now.Sub(l.first).Round(time.Millisecond))
+		l.failing.Store(false)
+		l.logged, l.since, l.records = time.Time{}, 0, 0
+		return
+	}
+	if !l.failing.Load() {
+		l.failing.Store(true)
+		l.first, l.total = now, 0
+	}
+	l.total++
+	l.since++
+	l.records += records
+	if now.Sub(l.logged) < failureLogEvery {
+		return
+	}
+	log.Warn("produce failed; their events are answered 503", "err", err, "requests", l.since, "records", l.records, "failing_for", now.Sub(l.first).Round(time.Millisecond))
+	l.logged, l.since, l.records = now, 0, 0
 }
 
 var _ Writer = (*Producer)(nil)
@@ -503,9 +552,7 @@ func (p *Producer) send(f *flush) {
 			failed = err
 		}
 	}
-	if failed != nil {
-		p.cfg.Logger.Warn("produce failed", "err", failed, "batches", len(f.batches), "records", len(f.recs))
-	}
+	p.failures.report(p.cfg.Logger, failed, len(f.recs))
 	if m := p.cfg.Metrics; m != nil {
 		m.observe(time.Since(start), len(f.recs), failed)
 	}

@@ -137,3 +137,43 @@ func TestGenerationEndReportsNotJoinedAndNoLag(t *testing.T) {
 	require.Equal(t, float64(0), r.gauge("relay_delivery_group_joined", "module", "instance"))
 	require.Empty(t, labelValues(t, r.metrics, "relay_delivery_consumer_lag", "partition"))
 }
+
+// A tenant gone from the tenants file is forgotten at a rebalance, not
+// kept as handled elsewhere (a first version of Assigned kept it, and its
+// ca_file went on being watched and reported for a tenant that no longer
+// exists). One removed by mistake and restored is reported again as soon
+// as it is delivered here.
+func TestAssignedForgetsRemovedTenantsAndRestoredOnesReportAgain(t *testing.T) {
+	e := newTestEnv(t, 1)
+	acme := tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: e.caFile, Secret: newSecret(t)}
+	globex := tenantConf{ID: "globex", Account: "2", URL: "https://127.0.0.1:1/", CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(acme, globex)
+	reg := prometheus.NewRegistry()
+	s, err := NewSink(e.testSinkConfig(reg))
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	p := e.partition("acme")
+	_, err = s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	require.NoError(t, err)
+
+	e.setTenants(globex) // acme removed
+	s.Assigned([]int{p}) // a rebalance meanwhile: this node keeps the partition
+	s.mu.Lock()
+	_, kept := s.tenants["acme"]
+	s.mu.Unlock()
+	require.False(t, kept, "a tenant gone from the tenants file is forgotten")
+	require.NotContains(t, breakerTenants(t, reg), "acme")
+
+	e.setTenants(acme, globex) // restored
+	_, err = s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	require.NoError(t, err)
+	require.Contains(t, breakerTenants(t, reg), "acme", "reported again once delivered here")
+
+	// And one marked away by a generation, then delivered here all the
+	// same, is reported again at once.
+	s.Assigned(nil)
+	require.NotContains(t, breakerTenants(t, reg), "acme")
+	_, err = s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	require.NoError(t, err)
+	require.Contains(t, breakerTenants(t, reg), "acme")
+}

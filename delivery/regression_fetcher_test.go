@@ -176,9 +176,14 @@ func TestRegressionUnlistableOffsetStallsItsFetcher(t *testing.T) {
 		return metricValue(t, b.metrics, "relay_delivery_unresolved_partitions", "module", "review")
 	}
 	require.Equal(t, 1.0, unresolved(), "the waiting partition shows in the metrics")
+	// Its lag is unknown: no series, rather than one saying 0 (a first
+	// version created every partition's series at 0 before any fetch).
+	lagSeries := func() []string { return labelValues(t, b.metrics, "relay_delivery_consumer_lag", "partition") }
+	require.Equal(t, []string{"0"}, lagSeries())
 
 	offline.Store(false)
 	require.Eventually(t, func() bool { return second.count(1) == 1 }, waitFor, 50*time.Millisecond,
 		"partition 1 starts once its offsets can be listed")
 	require.Equal(t, 0.0, unresolved())
+	require.ElementsMatch(t, []string{"0", "1"}, lagSeries())
 }

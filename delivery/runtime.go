@@ -148,6 +148,9 @@ type genRun struct {
 
 	mu      sync.Mutex
 	pending map[int]int64 // partition → next offset to commit
+
+	lagMu   sync.Mutex // orders lag series creation and the generation's end
+	ended   bool       // no more lag series: the generation is over
 	drained sync.WaitGroup
 	final   chan struct{} // closed after the last commit
 }
@@ -166,7 +169,6 @@ func (g *genRun) start(stop context.Context, parts []kafka.PartitionAssignment) 
 	groups := map[int32][]*partState{}
 	for _, a := range parts {
 		ps := &partState{id: a.ID, next: a.Offset, queue: make(chan *Event, g.cfg.QueueEvents)}
-		ps.lag = g.cfg.Metrics.lagFor(g.cfg.Module.Name(), strconv.Itoa(a.ID))
 		groups[leaders[a.ID]] = append(groups[leaders[a.ID]], ps)
 		g.drained.Add(1)
 		w := &worker{run: g, ps: ps}
@@ -196,11 +198,35 @@ func (g *genRun) start(stop context.Context, parts []kafka.PartitionAssignment) 
 	m.setJoined(module, true)
 	g.gen.Start(func(gctx context.Context) {
 		<-gctx.Done()
+		g.lagMu.Lock()
+		g.ended = true
+		g.lagMu.Unlock()
 		for _, a := range parts {
 			m.forgetPartition(module, strconv.Itoa(a.ID))
 		}
 		m.setJoined(module, false)
 	})
+}
+
+// setLag reports ps's lag, creating its series at the first report: until
+// a fetch or a high-watermark listing, the lag is not known, and no series
+// says 0. Once the generation is over no series is created.
+func (g *genRun) setLag(ps *partState, lag int64) {
+	gauge := ps.lag.Load()
+	if gauge == nil {
+		g.lagMu.Lock()
+		if g.ended {
+			g.lagMu.Unlock()
+			return
+		}
+		if gauge = ps.lag.Load(); gauge == nil {
+			gg := g.cfg.Metrics.lagFor(g.cfg.Module.Name(), strconv.Itoa(ps.id))
+			gauge = &gg
+			ps.lag.Store(gauge)
+		}
+		g.lagMu.Unlock()
+	}
+	(*gauge).Set(float64(max(lag, 0)))
 }
 
 // leaders maps each partition to its leader broker; all -1 (one fetcher)
@@ -337,9 +363,9 @@ type partState struct {
 	id    int
 	next  int64 // fetch offset; FirstOffset/LastOffset until resolved (fetcher-owned)
 	queue chan *Event
-	room  chan struct{} // the fetcher's: signalled when the queue drains
-	lag   prometheus.Gauge
-	hw    atomic.Int64 // high watermark at the last fetch
+	room  chan struct{}                    // the fetcher's: signalled when the queue drains
+	lag   atomic.Pointer[prometheus.Gauge] // created at the first report (genRun.setLag)
+	hw    atomic.Int64                     // high watermark at the last fetch
 }
 
 // worker hands one partition's events, in order, to the module.
@@ -376,7 +402,7 @@ func (w *worker) loop(gctx, stop context.Context) {
 			if tr == nil {
 				tr = newTracker(ev.Offset)
 			}
-			w.ps.lag.Set(float64(max(w.ps.hw.Load()-ev.Offset-1, 0)))
+			w.run.setLag(w.ps, w.ps.hw.Load()-ev.Offset-1)
 			if !w.dispatch(ctx, win, tr, ev) {
 				return
 			}
@@ -546,7 +572,7 @@ func (f *fetcher) refreshLag(ctx context.Context, parts []*partState) {
 		}
 		if ps := f.part(po.Partition); ps != nil {
 			ps.hw.Store(po.LastOffset)
-			ps.lag.Set(float64(max(po.LastOffset-ps.next, 0) + int64(len(ps.queue))))
+			f.run.setLag(ps, max(po.LastOffset-ps.next, 0)+int64(len(ps.queue)))
 		}
 	}
 }
@@ -583,6 +609,7 @@ func (f *fetcher) take(res *fetchapi.Response) bool {
 			}
 			ps.hw.Store(rp.HighWatermark)
 			if rp.RecordSet.Records == nil {
+				f.run.setLag(ps, max(rp.HighWatermark-ps.next, 0)+int64(len(ps.queue)))
 				continue
 			}
 			full := false
@@ -608,7 +635,7 @@ func (f *fetcher) take(res *fetchapi.Response) bool {
 					full = true // the rest comes in a later fetch, in order
 				}
 			}
-			ps.lag.Set(float64(max(rp.HighWatermark-ps.next, 0) + int64(len(ps.queue))))
+			f.run.setLag(ps, max(rp.HighWatermark-ps.next, 0)+int64(len(ps.queue)))
 		}
 	}
 	return true

@@ -199,6 +199,9 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 		return nil, fmt.Errorf("tenant %s: %w", t.ID, errTenantStale)
 	}
 	if in := s.tenants[t.ID]; in != nil && in.fingerprint == fp {
+		// Delivering it: this node handles its partition, whatever the
+		// last generation's start said (a tenant removed and restored).
+		s.setAwayLocked(t.ID, in, false)
 		return in, nil
 	}
 	key, err := t.SigningKey()
@@ -301,7 +304,8 @@ var _ Assignee = (*Sink)(nil)
 // longer handles (another node reports them now): their breaker series go,
 // and their idle connections are closed. Their state stays (the previous
 // CA of a ca_file that no longer loads, a 410 suspension, the breaker), in
-// case their partition comes back: then they are reported again.
+// case their partition comes back: then they are reported again. Tenants
+// gone from the tenants file are forgotten.
 func (s *Sink) Assigned(partitions []int) {
 	mine := make(map[int32]bool, len(partitions))
 	for _, p := range partitions {
@@ -311,22 +315,36 @@ func (s *Sink) Assigned(partitions []int) {
 	defer s.mu.Unlock()
 	snap := s.cfg.Tenants.Snapshot()
 	for id, in := range s.tenants {
-		t := tenantIn(snap, id)
-		away := t == nil || !mine[t.Partition]
-		in.mu.Lock()
-		was := in.away
-		in.away = away
-		in.mu.Unlock()
-		m := s.cfg.Metrics
-		switch {
-		case away && !was:
-			in.transport.CloseIdleConnections()
-			if m != nil {
-				m.breaker.DeleteLabelValues(id)
-			}
-		case !away && was && m != nil:
-			m.breaker.WithLabelValues(id).Set(float64(in.breaker.State()))
+		switch t := tenantIn(snap, id); {
+		case t == nil:
+			s.forgetLocked(id, in) // removed from the tenants file
+		default:
+			s.setAwayLocked(id, in, !mine[t.Partition])
 		}
+	}
+	s.countSuspendedLocked()
+}
+
+// setAwayLocked marks a tenant handled elsewhere (away) or here again,
+// dropping or restoring its breaker series. s.mu is held.
+func (s *Sink) setAwayLocked(id string, in *instance, away bool) {
+	in.mu.Lock()
+	was := in.away
+	in.away = away
+	in.mu.Unlock()
+	if away == was {
+		return
+	}
+	m := s.cfg.Metrics
+	if away {
+		in.transport.CloseIdleConnections()
+		if m != nil {
+			m.breaker.DeleteLabelValues(id)
+		}
+		return
+	}
+	if m != nil {
+		m.breaker.WithLabelValues(id).Set(float64(in.breaker.State()))
 	}
 	s.countSuspendedLocked()
 }

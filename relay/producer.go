@@ -163,9 +163,11 @@ type Producer struct {
 }
 
 // failureLog logs failed produce requests without flooding: while Kafka is
-// away every flush fails, up to hundreds a second. The first failure is
-// logged, then at most one line per failureLogEvery with the count since,
-// and one line when a request succeeds again.
+// away every flush fails, up to hundreds a second, and when one leader is
+// away flushes fail and succeed by turns. The first failure is logged, then
+// at most one line per failureLogEvery with the count since; the failures
+// are over, and said so, at the first success failureLogEvery after the
+// last failure.
 type failureLog struct {
 	failing atomic.Bool // read on every flush; the rest only while failing
 	mu      sync.Mutex
@@ -173,6 +175,7 @@ type failureLog struct {
 	since   int       // failed requests not logged since
 	records int       // records they held
 	first   time.Time // of this run of failures
+	last    time.Time // the latest failure
 	total   int       // failed requests in this run
 	now     func() time.Time
 }
@@ -190,7 +193,10 @@ func (l *failureLog) report(log *slog.Logger, err error, records int) {
 		now = l.now()
 	}
 	if err == nil {
-		log.Info("produce works again", "failed_requests", l.total, "for", now.Sub(l.first).Round(time.Millisecond))
+		if now.Sub(l.last) < failureLogEvery {
+			return // failing and succeeding by turns: not over yet
+		}
+		log.Info("produce works again", "failed_requests", l.total, "for", l.last.Sub(l.first).Round(time.Millisecond))
 		l.failing.Store(false)
 		l.logged, l.since, l.records = time.Time{}, 0, 0
 		return
@@ -199,13 +205,14 @@ func (l *failureLog) report(log *slog.Logger, err error, records int) {
 		l.failing.Store(true)
 		l.first, l.total = now, 0
 	}
+	l.last = now
 	l.total++
 	l.since++
 	l.records += records
 	if now.Sub(l.logged) < failureLogEvery {
 		return
 	}
-	log.Warn("produce failed; their events are answered 503", "err", err, "requests", l.since, "records", l.records, "failing_for", now.Sub(l.first).Round(time.Millisecond))
+	log.Warn("produce failed; the webhooks holding these events are not answered 200", "err", err, "requests", l.since, "records", l.records, "failing_for", now.Sub(l.first).Round(time.Millisecond))
 	l.logged, l.since, l.records = now, 0, 0
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/require"
+
+	"github.com/relaymw/relay/tenant"
 )
 
 // breakerSink returns a sink over e's tenants, its metrics registry, and
@@ -132,32 +134,54 @@ func TestStaleTenantNotRebuilt(t *testing.T) {
 // previous CA in use (tlsconf); WatchCAFiles makes it seen in
 // relay_delivery_ca_reload_failing{tenant}, until the file loads again.
 func TestWatchCAFilesReportsAFileThatDoesNotLoad(t *testing.T) {
-	e := newTestEnv(t, 1)
-	caFile := filepath.Join(t.TempDir(), "acme-ca.pem")
-	good, err := os.ReadFile(e.caFile)
+	sc := newCAScene(t)
+	sc.breakCA()
+	require.Eventually(t, func() bool { return sc.failing() == 1 }, waitFor, tick)
+	require.NoError(t, os.WriteFile(sc.caFile, sc.good, 0o600))
+	require.Eventually(t, func() bool { return sc.failing() == 0 }, waitFor, tick)
+}
+
+// caScene is tenant acme with a ca_file of its own, a sink that has built
+// its delivery state, and WatchCAFiles running on it.
+type caScene struct {
+	t      *testing.T
+	e      *testEnv
+	s      *Sink
+	reg    *prometheus.Registry
+	caFile string
+	good   []byte // the CA file's content as it loads
+}
+
+func newCAScene(t *testing.T) *caScene {
+	t.Helper()
+	sc := &caScene{t: t, e: newTestEnv(t, 1), reg: prometheus.NewRegistry(), caFile: filepath.Join(t.TempDir(), "acme-ca.pem")}
+	var err error
+	sc.good, err = os.ReadFile(sc.e.caFile)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(caFile, good, 0o600))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: caFile, Secret: newSecret(t)})
-	reg := prometheus.NewRegistry()
-	s, err := NewSink(e.testSinkConfig(reg))
+	require.NoError(t, os.WriteFile(sc.caFile, sc.good, 0o600))
+	sc.e.setTenants(tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: sc.caFile, Secret: newSecret(t)})
+	sc.s, err = NewSink(sc.e.testSinkConfig(sc.reg))
 	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	_, err = s.instanceFor(e.reg.Snapshot().Tenant("acme"))
+	t.Cleanup(sc.s.Close)
+	_, err = sc.s.instanceFor(sc.acme())
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { s.WatchCAFiles(ctx, 10*time.Millisecond); close(done) }()
+	go func() { sc.s.WatchCAFiles(ctx, 10*time.Millisecond); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return sc
+}
 
-	failing := func() float64 {
-		v, err := gatherValue(reg, "relay_delivery_ca_reload_failing", "tenant", "acme")
-		require.NoError(t, err)
-		return v
-	}
-	require.NoError(t, os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"), 0o600))
-	require.Eventually(t, func() bool { return failing() == 1 }, waitFor, tick)
-	require.NoError(t, os.WriteFile(caFile, good, 0o600))
-	require.Eventually(t, func() bool { return failing() == 0 }, waitFor, tick)
+func (sc *caScene) acme() *tenant.Tenant { return sc.e.reg.Snapshot().Tenant("acme") }
+
+// breakCA replaces the CA file by one that does not load.
+func (sc *caScene) breakCA() {
+	require.NoError(sc.t, os.WriteFile(sc.caFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"), 0o600))
+}
+
+// failing is relay_delivery_ca_reload_failing{tenant="acme"}.
+func (sc *caScene) failing() float64 {
+	return metricValue(sc.t, sc.reg, "relay_delivery_ca_reload_failing", "tenant", "acme")
 }
 
 // The log line saying a tenant's breaker opened names the last failure,

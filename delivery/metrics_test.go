@@ -1,10 +1,7 @@
 package delivery
 
 import (
-	"context"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -76,36 +73,18 @@ func TestRebalanceDropsTheSeriesOfWhatMoved(t *testing.T) {
 // A first version forgot the tenant when its partition moved away, so on
 // its return it could not be delivered at all, and the alert was gone.
 func TestPartitionAwayAndBackKeepsTheTenantsState(t *testing.T) {
-	e := newTestEnv(t, 1)
-	caFile := filepath.Join(t.TempDir(), "acme-ca.pem")
-	good, err := os.ReadFile(e.caFile)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(caFile, good, 0o600))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: "https://127.0.0.1:1/", CAFile: caFile, Secret: newSecret(t)})
-	reg := prometheus.NewRegistry()
-	s, err := NewSink(e.testSinkConfig(reg))
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	acme := e.reg.Snapshot().Tenant("acme")
-	_, err = s.instanceFor(acme)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.WatchCAFiles(ctx, 10*time.Millisecond); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	failing := func() float64 { return metricValue(t, reg, "relay_delivery_ca_reload_failing", "tenant", "acme") }
+	sc := newCAScene(t)
+	sc.breakCA()
+	require.Eventually(t, func() bool { return sc.failing() == 1 }, waitFor, tick)
 
-	require.NoError(t, os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"), 0o600))
-	require.Eventually(t, func() bool { return failing() == 1 }, waitFor, tick)
-
-	p := e.partition("acme")
-	s.Assigned(nil) // another member took acme's partition
-	require.Empty(t, breakerTenants(t, reg), "not reported while away")
-	s.Assigned([]int{p}) // and it came back
-	require.Equal(t, []string{"acme"}, breakerTenants(t, reg), "reported again")
-	_, err = s.instanceFor(acme)
+	p := sc.e.partition("acme")
+	sc.s.Assigned(nil) // another member took acme's partition
+	require.Empty(t, breakerTenants(t, sc.reg), "not reported while away")
+	sc.s.Assigned([]int{p}) // and it came back
+	require.Equal(t, []string{"acme"}, breakerTenants(t, sc.reg), "reported again")
+	_, err := sc.s.instanceFor(sc.acme())
 	require.NoError(t, err, "still delivered with the previous CA")
-	require.Equal(t, float64(1), failing(), "and still said so")
+	require.Equal(t, float64(1), sc.failing(), "and still said so")
 }
 
 // partitionOf is the partition owner maps to tenant id.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,6 +80,7 @@ type Registry struct {
 
 	reloads     *prometheus.CounterVec
 	tenantCount prometheus.Gauge
+	tenantInfo  *prometheus.GaugeVec
 	lookups     *prometheus.CounterVec
 	hit, miss   prometheus.Counter
 }
@@ -115,6 +117,10 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 		Name: "relay_tenant_tenants",
 		Help: "Tenants currently in force.",
 	})
+	r.tenantInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "relay_tenant_info",
+		Help: "1 per tenant in force, labelled with its partition of the events topic: join partition-labelled series (consumer lag) to tenants.",
+	}, []string{"tenant", "partition"})
 	r.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_tenant_cache_lookups_total",
 		Help: "Account → tenant lookups, by LRU result.",
@@ -122,7 +128,7 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	r.hit, r.miss = r.lookups.WithLabelValues("hit"), r.lookups.WithLabelValues("miss")
 	r.reloads.WithLabelValues("ok")
 	r.reloads.WithLabelValues("failed")
-	cfg.Registerer.MustRegister(r.reloads, r.tenantCount, r.lookups)
+	cfg.Registerer.MustRegister(r.reloads, r.tenantCount, r.tenantInfo, r.lookups)
 	return r, nil
 }
 
@@ -262,6 +268,10 @@ func (r *Registry) reload(ctx context.Context) error {
 	r.lastSum, r.secretFiles = sum, secretFiles
 	r.mu.Unlock()
 	r.tenantCount.Set(float64(len(s.Tenants)))
+	r.tenantInfo.Reset()
+	for _, t := range s.Tenants {
+		r.tenantInfo.WithLabelValues(t.ID, strconv.Itoa(int(t.Partition))).Set(1)
+	}
 	added, removed := diff(prev, s)
 	r.cfg.Logger.Info("tenants loaded", "file", r.cfg.File, "tenants", len(s.Tenants), "version", s.Version,
 		"added", len(added), "removed", len(removed), "added_ids", head(added, 20), "removed_ids", head(removed, 20))

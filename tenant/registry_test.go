@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -449,4 +452,40 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	b.StopTimer()
 	require.Zero(b, testutil.ToFloat64(r.miss)-float64(len(accounts)), "every benchmarked lookup was an LRU hit")
+}
+
+// relay_tenant_info maps tenants to their partitions, for an SRE to join
+// partition-labelled series (consumer lag) to tenants; it follows reloads.
+func TestTenantInfoMapsTenantsToPartitions(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	secret := newSecret(t, 32)
+	r := newTestRegistry(t, tenantsYAML(secret, acmeSpec, globexSpec), func(c *RegistryConfig) { c.Registerer = reg })
+	require.NoError(t, r.reload(t))
+	info := func() map[string]string {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		out := map[string]string{}
+		for _, mf := range mfs {
+			if mf.GetName() != "relay_tenant_info" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				out[l["tenant"]] = l["partition"]
+			}
+		}
+		return out
+	}
+	snap := r.Snapshot()
+	require.Equal(t, map[string]string{
+		"acme":   strconv.Itoa(int(snap.Tenant("acme").Partition)),
+		"globex": strconv.Itoa(int(snap.Tenant("globex").Partition)),
+	}, info())
+
+	writeFile(t, r.file, tenantsYAML(secret, acmeSpec))
+	require.NoError(t, r.reload(t))
+	require.Equal(t, []string{"acme"}, slices.Collect(maps.Keys(info())), "a removed tenant's series goes")
 }

@@ -21,6 +21,7 @@ import (
 
 const dlqUsage = `usage: relay dlq list    --tenant T [--config FILE] [--json] [--values]
        relay dlq redrive --tenant T [--config FILE]
+       (both: [--timeout D], 30s by default)
 
 list shows a tenant's dead letters not yet redriven, oldest first: offset,
 event id (webhook-id), reason, attempts, first attempt, received at.
@@ -127,7 +128,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay dlq redrive: %d redriven; %v\n", n, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "redrove %d events of tenant %s into %s partition %d\n", n, *tenantID, cfg.Kafka.Topics.Events, part)
+	fmt.Fprintf(stdout, "redrove %d of tenant %s's dead letters into %s partition %d\n", n, *tenantID, cfg.Kafka.Topics.Events, part)
 	return 0
 }
 
@@ -149,7 +150,11 @@ func newDeadLetterPrinter(w io.Writer, asJSON, values bool) *deadLetterPrinter {
 		p.json = json.NewEncoder(w)
 	} else {
 		p.tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(p.tw, "OFFSET\tEVENT ID\tATTEMPTS\tFIRST ATTEMPT\tRECEIVED AT\tREASON")
+		header := "OFFSET\tEVENT ID\tATTEMPTS\tFIRST ATTEMPT\tRECEIVED AT\tREASON"
+		if values {
+			header += "\tVALUE" // last, so that the columns stay aligned
+		}
+		fmt.Fprintln(p.tw, header)
 	}
 	return p
 }
@@ -166,11 +171,12 @@ func (p *deadLetterPrinter) print(d delivery.DeadLetter) error {
 		}
 		return p.json.Encode(row)
 	}
-	fmt.Fprintf(p.tw, "%d\t%s\t%d\t%s\t%s\t%s\n", d.Offset, d.EventID, d.Attempts,
+	fmt.Fprintf(p.tw, "%d\t%s\t%d\t%s\t%s\t%s", d.Offset, d.EventID, d.Attempts,
 		d.FirstAttempt.UTC().Format(time.RFC3339), d.ReceivedAt.UTC().Format(time.RFC3339), d.Reason)
 	if p.values {
-		fmt.Fprintf(p.tw, "\t%s\n", d.Value)
+		fmt.Fprintf(p.tw, "\t%s", d.Value)
 	}
+	fmt.Fprintln(p.tw)
 	if p.inBlock++; p.inBlock == tableBlock {
 		p.inBlock = 0
 		return p.tw.Flush()

@@ -166,7 +166,7 @@ func TestDLQListAndRedrive(t *testing.T) {
 
 	in.status.Store(http.StatusNoContent)
 	out, errOut, code := dlqRun(t, "redrive", "--tenant", "acme", "--config", e.ConfigPath)
-	if code != 0 || !strings.Contains(out, "redrove 3 events of tenant acme") {
+	if code != 0 || !strings.Contains(out, "redrove 3 of tenant acme's dead letters") {
 		t.Fatalf("relay dlq redrive: exit %d: %s%s", code, out, errOut)
 	}
 	if !waitFor(30*time.Second, func() bool { return len(in.accepted()) >= len(mids) }) {
@@ -179,7 +179,7 @@ func TestDLQListAndRedrive(t *testing.T) {
 		t.Fatalf("after the redrive: %d dead letters still listed", len(rows))
 	}
 	out, _, code = dlqRun(t, "redrive", "--tenant", "acme", "--config", e.ConfigPath)
-	if code != 0 || !strings.Contains(out, "redrove 0 events") {
+	if code != 0 || !strings.Contains(out, "redrove 0 of tenant") {
 		t.Fatalf("a second redrive: exit %d: %s", code, out)
 	}
 
@@ -224,5 +224,24 @@ func TestDeadLetterPrinterStreamsTheTable(t *testing.T) {
 	p.done(false)
 	if strings.Contains(out.String(), "dead letters") || !strings.Contains(out.String(), "evt-0") {
 		t.Fatalf("a list cut short:\n%s", out.String())
+	}
+}
+
+// With --values the body is the table's last column, so that the other
+// columns stay aligned (it used to be a line of its own, which broke the
+// alignment of every row after the first).
+func TestDeadLetterPrinterValuesColumn(t *testing.T) {
+	var out bytes.Buffer
+	p := newDeadLetterPrinter(&out, false, true)
+	for i, id := range []string{"evt-short", "evt-a-much-longer-id"} {
+		_ = p.print(delivery.DeadLetter{Offset: int64(i), EventID: id, Reason: "status 400", Value: []byte(`{"object":"page"}`)})
+	}
+	p.done(true)
+	lines := strings.Split(out.String(), "\n")
+	col := strings.Index(lines[0], "REASON")
+	for _, l := range lines[1:3] {
+		if strings.Index(l, "status 400") != col || !strings.HasSuffix(l, `{"object":"page"}`) {
+			t.Fatalf("misaligned:\n%s", out.String())
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -58,6 +59,13 @@ type IngressConfig struct {
 	UnroutedTopic string
 	// ProduceTimeout bounds the wait for Kafka; past it the answer is 503.
 	ProduceTimeout time.Duration
+	// MaxRecordBytes, when set, is the largest record (with its batch's
+	// header) the topics accept: their smallest max.message.bytes, when
+	// that is below what max_body_bytes allows. A body with a larger entry
+	// is refused whole (413) before anything is written: the broker would
+	// refuse that record and take the body's other entries, again at every
+	// retry.
+	MaxRecordBytes int
 	// RetryAfter is sent with every 503 (whole seconds, at least 1;
 	// default 5s).
 	RetryAfter time.Duration
@@ -179,6 +187,15 @@ func (in *Ingress) post(ctx *fasthttp.RequestCtx, start time.Time) int {
 	dups := in.build(st, start)
 	if dups > 0 {
 		in.cfg.Metrics.duplicates.Add(float64(dups))
+	}
+	if limit := in.cfg.MaxRecordBytes; limit > 0 {
+		for i := range st.batch.Records {
+			if n := batchHeaderLen + recordSize(&st.batch.Records[i]); n > limit {
+				in.release(st)
+				ctx.SetBodyString(fmt.Sprintf("an event of %d bytes is larger than the topics accept (%d)\n", n, limit))
+				return fasthttp.StatusRequestEntityTooLarge
+			}
+		}
 	}
 
 	if len(st.batch.Records) > 0 {

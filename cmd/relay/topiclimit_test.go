@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -29,5 +30,19 @@ func TestWarnsOfATopicThatRefusesLargeRecords(t *testing.T) {
 		if !p.waitLog("topic="+topic+" max.message.bytes=9437184", 10*time.Second) {
 			t.Errorf("no warning naming %s:\n%s", topic, p.Stderr())
 		}
+	}
+
+	// A body whose second entry is over the topics' limit is refused
+	// whole, before anything is written: the first entry used to be
+	// written at every retry of the 413'd body.
+	events, unrouted := topicCounts(t, kafkaEnv.Kafka)
+	body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":%q,"time":1,"messaging":[]},{"id":"209384756102938","time":2,"m":%q}]}`,
+		tenantAcme.Accounts[0], strings.Repeat("y", 10<<20))
+	c := newHTTPClient()
+	for range 2 {
+		mustPost(t, c, tooBig.URL(), body, 413)
+	}
+	if e, u := topicCounts(t, kafkaEnv.Kafka); e != events || u != unrouted {
+		t.Errorf("a refused body wrote %d events and %d unrouted", e-events, u-unrouted)
 	}
 }

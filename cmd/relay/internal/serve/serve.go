@@ -246,8 +246,9 @@ func (s *server) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	maxRecord := 0 // no check: the topics take what max_body_bytes lets in
 	if !enforce {
-		s.checkRecordLimits(ctx, cfg)
+		maxRecord = s.checkRecordLimits(ctx, cfg)
 	}
 	if err := retry(ctx, s.logger, "load tenants", reg.Reload); err != nil {
 		return err
@@ -272,6 +273,7 @@ func (s *server) setup(ctx context.Context) error {
 		EventsTopic:    cfg.Kafka.Topics.Events,
 		UnroutedTopic:  cfg.Kafka.Topics.Unrouted,
 		ProduceTimeout: cfg.Kafka.ProduceTimeout,
+		MaxRecordBytes: maxRecord,
 		RetryAfter:     cfg.Ingress.RetryAfter,
 		Metrics:        relay.NewMetrics(s.reg),
 		Logger:         s.logger.With("component", "ingress"),
@@ -328,10 +330,11 @@ func (s *server) setup(ctx context.Context) error {
 // checkRecordLimits warns about a real cluster's topics that refuse
 // records as large as the relay may write: topics made before the relay
 // (or by hand) keep their operators' max.message.bytes, Kafka's default
-// being 1 MiB. A larger webhook would be answered 503 on every try, and
-// with it the events of its tenant batched with it; a dead letter that
-// large could not be written, and its partition would wait.
-func (s *server) checkRecordLimits(ctx context.Context, cfg *config.Config) {
+// being 1 MiB. It returns the smallest such limit of the topics the
+// ingress writes (0 if none is too small), for the ingress to refuse a
+// body with a larger entry before writing any of it (413); a dead letter
+// that large could not be written, and its partition would wait.
+func (s *server) checkRecordLimits(ctx context.Context, cfg *config.Config) (maxRecord int) {
 	// A body's record: its value, a little larger than the body, its
 	// headers and its batch's header fit in 4 KiB more.
 	need := max(cfg.Ingress.MaxBodyBytes+4<<10, cfg.Kafka.MaxBatchBytes)
@@ -344,11 +347,15 @@ func (s *server) checkRecordLimits(ctx context.Context, cfg *config.Config) {
 			continue
 		}
 		if n, err := strconv.Atoi(v); err == nil && n < need {
+			if topic != cfg.Kafka.Topics.DLQ && (maxRecord == 0 || n < maxRecord) {
+				maxRecord = n
+			}
 			s.logger.Warn("the topic refuses records as large as the relay may write: raise its max.message.bytes, or lower ingress.max_body_bytes (and kafka.max_batch_bytes)",
 				"topic", topic, "max.message.bytes", n, "needed", need,
 				"ingress.max_body_bytes", cfg.Ingress.MaxBodyBytes, "kafka.max_batch_bytes", cfg.Kafka.MaxBatchBytes)
 		}
 	}
+	return maxRecord
 }
 
 // readiness is /readyz: tenants loaded, Kafka reachable, not draining.

@@ -160,6 +160,16 @@ type Producer struct {
 	wg      sync.WaitGroup
 
 	failures failureLog
+	maxBatch atomic.Int64 // MaxBatchBytes, or less (LimitBatchBytes)
+}
+
+// LimitBatchBytes lowers the bound of one partition's batch to n when the
+// topics accept no more (their max.message.bytes): a batch is refused
+// whole, so records that each fit must not be batched past it.
+func (p *Producer) LimitBatchBytes(n int) {
+	if n > 0 && int64(n) < p.maxBatch.Load() {
+		p.maxBatch.Store(int64(n))
+	}
 }
 
 // failureLog logs failed produce requests without flooding: while Kafka is
@@ -230,6 +240,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		stop:   make(chan struct{}),
 		full:   make(chan struct{}, 1),
 	}
+	p.maxBatch.Store(int64(cfg.MaxBatchBytes))
 	p.cond = sync.NewCond(&p.mu)
 	p.leaders.client = p.client
 	p.wg.Add(cfg.MaxInFlight)
@@ -529,7 +540,7 @@ func (f *flush) take(p *Producer) {
 // send writes f's batches and acknowledges each one.
 func (p *Producer) send(f *flush) {
 	start := time.Now()
-	f.group(p.cfg.MaxBatchBytes)
+	f.group(int(p.maxBatch.Load()))
 	f.buf = f.buf[:0]
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout+time.Second)

@@ -1,10 +1,14 @@
 package relay
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -29,4 +33,31 @@ func TestRegressionTooLargeEntryRefusesTheWholeBody(t *testing.T) {
 	code, answer := h.post(small, sign(testSecret, small))
 	require.Equal(t, 200, code, answer)
 	require.Len(t, records(t, h.broker.addr(), testEvents, 2), 1)
+}
+
+// Regression (found in review): entries of one partition that each fit
+// the topics' limit were batched together past it (the batch bound was
+// max_batch_bytes), so the broker refused the batch: 413, with the body's
+// other entries written. serve lowers the producer's batch bound to the
+// limit too (LimitBatchBytes), so such entries go in batches of their own.
+func TestRegressionEntriesThatFitAreNotBatchedPastTheTopicsLimit(t *testing.T) {
+	const limit = 16 << 10
+	h := newHarness(t, func(c *IngressConfig) { c.MaxRecordBytes = limit })
+	h.producer.LimitBatchBytes(limit) // as serve does
+	admin := &kafka.Client{Addr: kafka.TCP(h.broker.addr()), Timeout: 10 * time.Second}
+	res, err := admin.IncrementalAlterConfigs(context.Background(), &kafka.IncrementalAlterConfigsRequest{
+		Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+			ResourceType: kafka.ResourceTypeTopic, ResourceName: testEvents,
+			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: "max.message.bytes", Value: strconv.Itoa(limit), ConfigOperation: kafka.ConfigOperationSet}},
+		}},
+	})
+	require.NoError(t, err)
+	for _, r := range res.Resources {
+		require.NoError(t, r.Error)
+	}
+	mid := strings.Repeat("y", 10<<10)
+	body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"209384756102938","m":"small"},{"id":"104857392810345","m":%q},{"id":"17841405822304914","m":%q}]}`, mid, mid)
+	code, answer := h.post(body, sign(testSecret, body))
+	require.Equal(t, 200, code, answer)
+	require.Len(t, records(t, h.broker.addr(), testEvents, 2), 3, "every entry written, once")
 }

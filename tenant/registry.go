@@ -268,9 +268,17 @@ func (r *Registry) reload(ctx context.Context) error {
 	r.lastSum, r.secretFiles = sum, secretFiles
 	r.mu.Unlock()
 	r.tenantCount.Set(float64(len(s.Tenants)))
-	r.tenantInfo.Reset()
+	// Series of tenants that stay are kept, not dropped and set again: a
+	// scrape meanwhile would miss them, and an alert joined on them reset.
 	for _, t := range s.Tenants {
 		r.tenantInfo.WithLabelValues(t.ID, strconv.Itoa(int(t.Partition))).Set(1)
+	}
+	if prev != nil {
+		for _, t := range prev.Tenants {
+			if cur := s.byID[t.ID]; cur == nil || cur.Partition != t.Partition {
+				r.tenantInfo.DeleteLabelValues(t.ID, strconv.Itoa(int(t.Partition)))
+			}
+		}
 	}
 	added, removed := diff(prev, s)
 	r.cfg.Logger.Info("tenants loaded", "file", r.cfg.File, "tenants", len(s.Tenants), "version", s.Version,

@@ -489,3 +489,30 @@ func TestTenantInfoMapsTenantsToPartitions(t *testing.T) {
 	require.NoError(t, r.reload(t))
 	require.Equal(t, []string{"acme"}, slices.Collect(maps.Keys(info())), "a removed tenant's series goes")
 }
+
+// Regression (found in review): each reload reset relay_tenant_info and
+// set it again, so a scrape meanwhile missed tenants, and an alert joined
+// on it lost its pending time. Tenants that stay keep their series.
+func TestTenantInfoStaysWholeAcrossReloads(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	secret := newSecret(t, 32)
+	r := newTestRegistry(t, tenantsYAML(secret, acmeSpec, globexSpec), func(c *RegistryConfig) { c.Registerer = reg })
+	require.NoError(t, r.reload(t))
+	var stop atomic.Bool
+	var partial atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			n, err := testutil.GatherAndCount(reg, "relay_tenant_info")
+			if err != nil || n != 2 {
+				partial.Add(1)
+			}
+		}
+	})
+	for range 100 {
+		require.NoError(t, r.reload(t))
+	}
+	stop.Store(true)
+	wg.Wait()
+	require.Zero(t, partial.Load(), "scrapes that saw fewer than the 2 tenants in force")
+}

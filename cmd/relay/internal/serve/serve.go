@@ -249,6 +249,7 @@ func (s *server) setup(ctx context.Context) error {
 	maxRecord := 0 // no check: the topics take what max_body_bytes lets in
 	if !enforce {
 		maxRecord = s.checkRecordLimits(ctx, cfg)
+		p.LimitBatchBytes(maxRecord)
 	}
 	if err := retry(ctx, s.logger, "load tenants", reg.Reload); err != nil {
 		return err

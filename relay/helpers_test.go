@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,23 @@ func (b *broker) stop() {
 }
 
 func (b *broker) addr() string { return b.c.ListenAddrs()[0] }
+
+// setMaxMessageBytes sets topic's max.message.bytes, the largest record
+// batch the broker accepts for it.
+func (b *broker) setMaxMessageBytes(topic string, n int) {
+	b.t.Helper()
+	admin := &kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second}
+	res, err := admin.IncrementalAlterConfigs(context.Background(), &kafka.IncrementalAlterConfigsRequest{
+		Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+			ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: "max.message.bytes", Value: strconv.Itoa(n), ConfigOperation: kafka.ConfigOperationSet}},
+		}},
+	})
+	require.NoError(b.t, err)
+	for _, r := range res.Resources {
+		require.NoError(b.t, r.Error)
+	}
+}
 
 func atoiT(t testing.TB, s string) int {
 	n := 0

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,18 +18,9 @@ import (
 // that batched them together again.
 func TestRegressionBatchHeaderCountsTowardsMaxBatchBytes(t *testing.T) {
 	b := startBroker(t)
-	const topic = "limit.events"
-	admin := &kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second}
-	res, err := admin.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: 1, ReplicationFactor: 1,
-		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(1<<20 + 12)}},
-	}}})
-	require.NoError(t, err)
-	for _, err := range res.Errors {
-		require.NoError(t, err)
-	}
+	const topic = testEvents
+	b.setMaxMessageBytes(topic, 1<<20+12)                                  // Kafka's default
 	p := brokerProducer(t, b, ProducerConfig{AckTimeout: 5 * time.Second}) // MaxBatchBytes: the default
-	require.NoError(t, p.WaitPartitions(context.Background(), topic, 1))
 
 	// Two records whose sizes, as group counts them, fill the batch exactly.
 	var bt Batch
@@ -43,5 +33,5 @@ func TestRegressionBatchHeaderCountsTowardsMaxBatchBytes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, p.Produce(ctx, &bt), "a batch over the topic's max.message.bytes was sent")
-	require.Len(t, records(t, b.addr(), topic, 1), 2)
+	require.Len(t, records(t, b.addr(), topic, 2), 2)
 }

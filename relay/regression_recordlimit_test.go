@@ -1,14 +1,10 @@
 package relay
 
 import (
-	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -44,17 +40,7 @@ func TestRegressionEntriesThatFitAreNotBatchedPastTheTopicsLimit(t *testing.T) {
 	const limit = 16 << 10
 	h := newHarness(t, func(c *IngressConfig) { c.MaxRecordBytes = limit })
 	h.producer.LimitBatchBytes(limit) // as serve does
-	admin := &kafka.Client{Addr: kafka.TCP(h.broker.addr()), Timeout: 10 * time.Second}
-	res, err := admin.IncrementalAlterConfigs(context.Background(), &kafka.IncrementalAlterConfigsRequest{
-		Resources: []kafka.IncrementalAlterConfigsRequestResource{{
-			ResourceType: kafka.ResourceTypeTopic, ResourceName: testEvents,
-			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: "max.message.bytes", Value: strconv.Itoa(limit), ConfigOperation: kafka.ConfigOperationSet}},
-		}},
-	})
-	require.NoError(t, err)
-	for _, r := range res.Resources {
-		require.NoError(t, r.Error)
-	}
+	h.broker.setMaxMessageBytes(testEvents, limit)
 	mid := strings.Repeat("y", 10<<10)
 	body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"209384756102938","m":"small"},{"id":"104857392810345","m":%q},{"id":"17841405822304914","m":%q}]}`, mid, mid)
 	code, answer := h.post(body, sign(testSecret, body))

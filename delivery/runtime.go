@@ -208,6 +208,12 @@ func (g *genRun) start(stop context.Context, parts []kafka.PartitionAssignment) 
 	})
 }
 
+// setFetchedLag reports ps's lag as its fetcher sees it: from the next
+// offset to fetch to the high watermark, plus what waits in its queue.
+func (g *genRun) setFetchedLag(ps *partState) {
+	g.setLag(ps, max(ps.hw.Load()-ps.next, 0)+int64(len(ps.queue)))
+}
+
 // setLag reports ps's lag, creating its series at the first report: until
 // a fetch or a high-watermark listing, the lag is not known, and no series
 // says 0. Once the generation is over no series is created.
@@ -572,7 +578,7 @@ func (f *fetcher) refreshLag(ctx context.Context, parts []*partState) {
 		}
 		if ps := f.part(po.Partition); ps != nil {
 			ps.hw.Store(po.LastOffset)
-			f.run.setLag(ps, max(po.LastOffset-ps.next, 0)+int64(len(ps.queue)))
+			f.run.setFetchedLag(ps)
 		}
 	}
 }
@@ -609,7 +615,7 @@ func (f *fetcher) take(res *fetchapi.Response) bool {
 			}
 			ps.hw.Store(rp.HighWatermark)
 			if rp.RecordSet.Records == nil {
-				f.run.setLag(ps, max(rp.HighWatermark-ps.next, 0)+int64(len(ps.queue)))
+				f.run.setFetchedLag(ps)
 				continue
 			}
 			full := false
@@ -635,7 +641,7 @@ func (f *fetcher) take(res *fetchapi.Response) bool {
 					full = true // the rest comes in a later fetch, in order
 				}
 			}
-			f.run.setLag(ps, max(rp.HighWatermark-ps.next, 0)+int64(len(ps.queue)))
+			f.run.setFetchedLag(ps)
 		}
 	}
 	return true

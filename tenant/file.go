@@ -31,7 +31,8 @@ type fileFormat struct {
 // Secrets are taken, in increasing precedence, from signing_secret,
 // signing_secret_file and the environment variable
 // RELAY_TENANT_<ID>_SIGNING_SECRET (ID upper-cased, other characters as
-// '_'); likewise previous_signing_secret (…_PREVIOUS_SIGNING_SECRET). Every problem is reported, each naming its field, wrapped in
+// '_'); likewise previous_signing_secret (…_PREVIOUS_SIGNING_SECRET).
+// Every problem is reported, each naming its field, wrapped in
 // ErrInvalidFile.
 func LoadFile(path string) ([]*Tenant, error) {
 	data, err := os.ReadFile(path)
@@ -124,16 +125,15 @@ func resolveSecrets(t *Tenant, field, dir string, getenv func(string) string, re
 	var errs []error
 	in := &t.Instance
 	for _, s := range []struct {
-		value, file *string
-		name, env   string
+		value           *string
+		file, name, env string
 	}{
-		{&in.SigningSecret, &in.SigningSecretFile, "signing_secret_file", SecretEnv(t.ID)},
-		{&in.PreviousSigningSecret, &in.PreviousSigningSecretFile, "previous_signing_secret_file", PreviousSecretEnv(t.ID)},
+		{&in.SigningSecret, in.SigningSecretFile, "signing_secret_file", SecretEnv(t.ID)},
+		{&in.PreviousSigningSecret, in.PreviousSigningSecretFile, "previous_signing_secret_file", PreviousSecretEnv(t.ID)},
 	} {
-		if p := *s.file; p != "" {
+		if p := s.file; p != "" {
 			if !filepath.IsAbs(p) {
 				p = filepath.Join(dir, p)
-				*s.file = p // for the registry, which watches it
 			}
 			b, err := readFile(p)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -222,13 +223,8 @@ func (r *Registry) reload(ctx context.Context) error {
 		r.mu.Unlock()
 		return err
 	}
-	secretFiles := secretFilesOf(tenants)
-	sum := contentSum(data, secretFiles, func(path string) ([]byte, error) {
-		if b, ok := read[path]; ok {
-			return b, nil
-		}
-		return nil, os.ErrNotExist
-	})
+	secretFiles := slices.Sorted(maps.Keys(read)) // every one the parse named: it read them all
+	sum := contentSum(data, secretFiles, func(path string) ([]byte, error) { return read[path], nil })
 	ids := make([]string, len(tenants))
 	for i, t := range tenants {
 		ids[i] = t.ID
@@ -341,19 +337,6 @@ func contentSum(data []byte, secretFiles []string, readFile func(string) ([]byte
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	return sum
-}
-
-// secretFilesOf lists the secret files tenants name (absolute paths).
-func secretFilesOf(tenants []*Tenant) []string {
-	var files []string
-	for _, t := range tenants {
-		for _, f := range []string{t.Instance.SigningSecretFile, t.Instance.PreviousSigningSecretFile} {
-			if f != "" {
-				files = append(files, f)
-			}
-		}
-	}
-	return files
 }
 
 func diff(prev, cur *Snapshot) (added, removed []string) {

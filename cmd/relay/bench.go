@@ -12,12 +12,10 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/relaymw/relay/bench"
@@ -206,28 +204,6 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return -1
-}
-
-// signalContext is cancelled by SIGINT or SIGTERM. A second one ends the
-// process at once, as without a handler: the first lets a command finish
-// cleanly (a redrive marks what it wrote, a bench writes its report), and
-// that may hang on an unanswering broker.
-func signalContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		select {
-		case <-sig:
-			// The default comes back before ctx ends: by the time a
-			// command sees the first signal, a second one ends it.
-			signal.Stop(sig)
-			cancel()
-		case <-ctx.Done():
-			signal.Stop(sig)
-		}
-	}()
-	return ctx, cancel
 }
 
 // writeReport writes runs to the report file, if one was asked for.

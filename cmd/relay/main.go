@@ -4,10 +4,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 )
 
 // version is set at build time: go build -ldflags "-X main.version=v1.2.3".
@@ -74,4 +77,26 @@ func dispatch(name, usage string, cmds map[string]func([]string, io.Writer, io.W
 		return 2
 	}
 	return cmd(args[1:], stdout, stderr)
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM. A second one ends the
+// process at once, as without a handler: the first lets a command finish
+// cleanly (a redrive marks what it wrote, a bench writes its report), and
+// that may hang on an unanswering broker.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sig:
+			// The default comes back before ctx ends: by the time a
+			// command sees the first signal, a second one ends it.
+			signal.Stop(sig)
+			cancel()
+		case <-ctx.Done():
+			signal.Stop(sig)
+		}
+	}()
+	return ctx, cancel
 }

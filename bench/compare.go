@@ -292,12 +292,12 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		rd.Relay, err = measure(closed(label("relay", round), t.URL, payloads), t)
 		if err == nil {
 			rd.RelayOverCeiling = ratio(rd.Relay, rd.Ceiling)
-			if rd.Relay.RequestsPerSec <= 0 {
+			if rd.Relay.OKPerSec <= 0 {
 				err = errors.New("bench: the relay answered nothing: no half-rate run")
 			} else {
 				half := closed(label("relay@50%", round), t.URL, payloads)
 				half.Concurrency = 0
-				half.Rate = max(rd.Relay.RequestsPerSec/2, 1)
+				half.Rate = max(rd.Relay.OKPerSec/2, 1)
 				half.Connections = cfg.Concurrency
 				rd.RelayHalfRate, err = measure(half, t)
 			}
@@ -351,7 +351,7 @@ func (r *CompareResult) summarize(counts []int) {
 		return runs
 	}
 	pick := func(get func(*CompareRound) *Result) *Result {
-		return medianBy(collect(get), func(x *Result) float64 { return x.RequestsPerSec })
+		return medianBy(collect(get), func(x *Result) float64 { return x.OKPerSec })
 	}
 	// ratios is the median of the rounds' ratios, over the rounds that
 	// measured both of its runs (a ratio of 0 from a relay that answered
@@ -396,7 +396,7 @@ func (r *CompareResult) summarize(counts []int) {
 	tc.Ratio, ok = ratios(func(rd *CompareRound) (float64, bool) {
 		return rd.TenantCountRatio, rd.TenantCounts[lo] != nil && rd.TenantCounts[hi] != nil
 	})
-	if ok {
+	if ok && lo != hi {
 		tc.RatioOf = hi + "/" + lo
 	}
 	r.TenantCounts = tc
@@ -430,25 +430,10 @@ func medianBy(runs []*Result, key func(*Result) float64) *Result {
 // ratio is a's throughput over b's, counting only 2xx answers: a target
 // shedding load with quick 503s must not look faster for it.
 func ratio(a, b *Result) float64 {
-	if a == nil || b == nil || goodput(b) <= 0 {
+	if a == nil || b == nil || b.OKPerSec <= 0 {
 		return 0
 	}
-	return goodput(a) / goodput(b)
-}
-
-// goodput is r's requests per second times the share of its requests
-// answered 2xx.
-func goodput(r *Result) float64 {
-	if r.Requests == 0 {
-		return 0
-	}
-	var ok int64
-	for code, n := range r.Status {
-		if len(code) == 3 && code[0] == '2' {
-			ok += n
-		}
-	}
-	return r.RequestsPerSec * float64(ok) / float64(r.Requests)
+	return a.OKPerSec / b.OKPerSec
 }
 
 func randomSecret() string {
@@ -535,7 +520,7 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 	}
 	for _, run := range runs {
 		if run.Errors > 0 {
-			fmt.Fprintf(&b, "warning: %s: %d of %d requests failed or were not 2xx (status %s); its req/s counts them\n",
+			fmt.Fprintf(&b, "warning: %s: %d of %d requests failed or were not 2xx (status %s); its req/s counts the answers that were not 2xx, the ratios do not\n",
 				run.Label, run.Errors, run.Requests, statusLine(run.Status))
 		}
 		if run.Dropped > 0 {

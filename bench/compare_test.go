@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -136,7 +137,7 @@ func TestBenchHistogramQuantiles(t *testing.T) {
 // The comparison table has a row per run and the ratios.
 func TestBenchCompareTable(t *testing.T) {
 	mk := func(label string, rps float64) *Result {
-		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps,
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps, OKPerSec: rps,
 			Latency: Percentiles{P50: 1, P90: 2, P99: 3, P999: 4, Max: 5}}
 	}
 	half := mk("relay@50%", 500)
@@ -164,7 +165,7 @@ func TestBenchCompareTable(t *testing.T) {
 // round's runs were measured back to back).
 func TestBenchCompareRoundsMedians(t *testing.T) {
 	mk := func(label string, rps float64) *Result {
-		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps}
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps, OKPerSec: rps}
 	}
 	r := &CompareResult{Rounds: []*CompareRound{
 		{Ceiling: mk("ceiling #1", 100), Relay: mk("relay #1", 60), Baseline: mk("baseline #1", 30), RelayOverCeiling: 0.6, RelayOverBaseline: 2,
@@ -205,7 +206,7 @@ func TestBenchCompareRoundsMedians(t *testing.T) {
 // none is reported and the table gives no verdict.
 func TestBenchComparePartialTenantCountsNoVerdict(t *testing.T) {
 	mk := func(label string, rps float64) *Result {
-		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps}
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps, OKPerSec: rps}
 	}
 	r := &CompareResult{Rounds: []*CompareRound{{
 		Ceiling: mk("ceiling", 100), Relay: mk("relay", 60), Baseline: mk("baseline", 30),
@@ -255,10 +256,21 @@ func TestBenchCompareHalfRateEvenRoundsTakesTheWorse(t *testing.T) {
 // Regression: the ratios counted every answer as throughput, so a target
 // shedding load with quick 503s looked faster. They count 2xx answers.
 func TestBenchRatiosCountOnly2xx(t *testing.T) {
-	clean := &Result{RequestsPerSec: 100, Requests: 1000, Status: map[string]int64{"200": 1000}}
-	shedding := &Result{RequestsPerSec: 100, Requests: 1000, Status: map[string]int64{"200": 500, "503": 400, "error": 100}}
+	clean := &Result{RequestsPerSec: 100, OKPerSec: 100}
+	shedding := &Result{RequestsPerSec: 100, OKPerSec: 50}
 	require.InDelta(t, 1.0, ratio(clean, clean), 1e-9)
 	require.InDelta(t, 0.5, ratio(shedding, clean), 1e-9)
 	require.InDelta(t, 2.0, ratio(clean, shedding), 1e-9)
-	require.Zero(t, ratio(clean, &Result{RequestsPerSec: 100, Requests: 10, Status: map[string]int64{"503": 10}}))
+	require.Zero(t, ratio(clean, &Result{RequestsPerSec: 100}))
+
+	// The rate counts answers by status as they come in the window.
+	start := time.Now()
+	rec := NewRecorder(start, time.Second)
+	for i := range 10 {
+		rec.Record(start, time.Millisecond, []int{200, 503}[i%2])
+	}
+	rec.RecordError(start, -1, errors.New("refused"))
+	res := rec.Result(start.Add(time.Second))
+	require.InDelta(t, 10, res.RequestsPerSec, 1e-9)
+	require.InDelta(t, 5, res.OKPerSec, 1e-9)
 }

@@ -29,6 +29,7 @@ const (
 	defaultTenants     = 10               // tenants of the default payloads
 	idleConnDuration   = 5 * time.Second
 	maxResponseBody    = 1 << 20
+	failPause          = 10 * time.Millisecond // closed loop: least time between a failed request's send and the next
 )
 
 // Config describes one load run.
@@ -304,7 +305,7 @@ func (g *generator) schedule(ctx context.Context, due chan<- uint64) {
 		case due <- i:
 		default: // every connection busy and the backlog full
 			if !t.Before(g.ws) {
-				g.dropped.Add(1)
+				g.drop(g.cfg.Timeout)
 			}
 		}
 	}
@@ -324,7 +325,7 @@ func (g *generator) openWorker(ctx context.Context, due <-chan uint64) {
 			// Waited for a connection longer than the client would wait
 			// for an answer: not sent.
 			if measured {
-				g.dropped.Add(1)
+				g.drop(lag)
 			}
 			continue
 		}
@@ -339,7 +340,17 @@ func (g *generator) openWorker(ctx context.Context, due <-chan uint64) {
 	}
 }
 
-// runClosed runs Concurrency workers, each sending back to back.
+// drop counts a measured open-loop request given up unsent after waiting
+// latency since its scheduled time.
+func (g *generator) drop(latency time.Duration) {
+	g.dropped.Add(1)
+	g.rec.RecordDropped(time.Now(), latency)
+}
+
+// runClosed runs Concurrency workers, each sending back to back; a worker
+// whose request failed without an answer waits out failPause from its
+// send first, so a target refusing connections is not hammered in a
+// busy loop (and the generator's CPU is not measured spinning).
 func (g *generator) runClosed(ctx context.Context) {
 	var seq atomic.Uint64
 	var wg sync.WaitGroup
@@ -356,6 +367,9 @@ func (g *generator) runClosed(ctx context.Context) {
 				status, err := s.send(n)
 				g.finish(ctx, !start.Before(g.ws), start, status, err)
 				s.respond(n, start, !start.Before(g.ws), status, err)
+				if err != nil {
+					sleepCtx(ctx, time.Until(start.Add(failPause)))
+				}
 			}
 		})
 	}
@@ -372,14 +386,39 @@ func (g *generator) finish(ctx context.Context, measured bool, start time.Time, 
 	if !measured {
 		// Sent during the warmup: no latency or status, but a completion
 		// inside the window is throughput like any other.
-		g.rec.Completed(done, err != nil || status < 200 || status > 299)
+		g.rec.Completed(done, status)
 		return
 	}
 	if err != nil {
-		g.rec.RecordError(done, err)
+		latency := time.Duration(-1)
+		if isTimeout(err) {
+			latency = done.Sub(start)
+		}
+		g.rec.RecordError(done, latency, err)
 		return
 	}
 	g.rec.Record(done, done.Sub(start), status)
+}
+
+// isTimeout reports whether err means the request waited out its timeout
+// (for an answer, a connection or a dial) rather than failing at once.
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.As(err, &ne) && ne.Timeout()
+}
+
+// sleepCtx sleeps for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // progress prints a line per second until done is closed.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -125,6 +126,48 @@ func TestGeneratorCoordinatedOmission(t *testing.T) {
 	require.GreaterOrEqual(t, countAbove(res.Histogram, 250), int64(35))
 	require.Greater(t, res.Latency.P90, 200.0)
 	require.InDelta(t, 500, res.Latency.Max, 150)
+}
+
+// A stall longer than the timeout: the requests it held up time out or are
+// dropped unsent, and the percentiles must still show them, at the time
+// they were given up, or they would report the few answered around the
+// stall (coordinated omission again, one level up).
+func TestGeneratorStallLongerThanTheTimeoutShowsInTheLatencies(t *testing.T) {
+	stallFrom := time.Now().Add(200 * time.Millisecond)
+	stallTo := stallFrom.Add(1500 * time.Millisecond)
+	url := serveFast(t, func(ctx *fasthttp.RequestCtx) {
+		if now := time.Now(); now.After(stallFrom) && now.Before(stallTo) {
+			time.Sleep(time.Until(stallTo))
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	})
+	res, err := Run(context.Background(), Config{
+		URL: url, Rate: 200, Connections: 4, Duration: 2 * time.Second, Timeout: 300 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	t.Logf("latency ms: %+v; requests %d, dropped %d, status %v", res.Latency, res.Requests, res.Dropped, res.Status)
+	require.Positive(t, res.Dropped)
+	require.Positive(t, res.Status["error"], "the 4 requests in flight time out")
+	// About 300 of the 400 requests due in the window fell in the stall.
+	require.InDelta(t, 400, res.Histogram.Count(), 10, "every request of the window has a latency")
+	require.GreaterOrEqual(t, res.Latency.P50, 290.0)
+	require.Less(t, res.RequestsPerSec, 150.0, "timeouts and drops are no throughput")
+}
+
+// Closed loop against a port nobody listens on: nothing is throughput, and
+// the workers pause after each failure instead of spinning.
+func TestGeneratorRefusedIsNoThroughput(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	res, err := Run(context.Background(), Config{URL: "http://" + addr + "/", Concurrency: 4, Duration: 300 * time.Millisecond})
+	require.NoError(t, err)
+	require.Zero(t, res.RequestsPerSec)
+	require.Zero(t, res.OKPerSec)
+	require.Positive(t, res.Status["error"])
+	require.LessOrEqual(t, res.Requests, int64(4*(300/10+2)), "one attempt per worker per failPause")
+	require.Zero(t, res.Histogram.Count(), "a refused connection has no latency")
 }
 
 // Open loop with too few connections and no backlog: what cannot be sent is

@@ -7,40 +7,67 @@ import (
 )
 
 // Histogram range: latencies are recorded in microseconds from 1µs to 60s
-// with 3 significant digits (an error of at most 0.1%).
+// (a request's latency: twice the longest timeout) or, for e2e's delivery
+// latencies, an hour, with 3 significant digits (an error of at most 0.1%).
 const (
-	histMinUs  = 1
-	histMaxUs  = 60_000_000
-	histDigits = 3
+	histMinUs     = 1
+	histMaxUs     = 60_000_000
+	histLongMaxUs = 3_600_000_000
+	histDigits    = 3
 )
 
 // Histogram records latencies. It is not safe for concurrent use.
 type Histogram struct {
-	h *hdr.Histogram
+	h       *hdr.Histogram
+	maxUs   int64
+	clamped int64
 }
 
 // NewHistogram returns an empty histogram covering 1µs–60s at 3 significant digits.
-func NewHistogram() *Histogram {
-	return &Histogram{h: hdr.New(histMinUs, histMaxUs, histDigits)}
+func NewHistogram() *Histogram { return newHistogram(histMaxUs) }
+
+// NewLongHistogram returns an empty histogram covering 1µs–1h: a backlog's
+// delivery latency can pass a minute.
+func NewLongHistogram() *Histogram { return newHistogram(histLongMaxUs) }
+
+func newHistogram(maxUs int64) *Histogram {
+	return &Histogram{h: hdr.New(histMinUs, maxUs, histDigits), maxUs: maxUs}
 }
 
-// Record adds one latency. Values outside 1µs–60s are clamped into it.
+// Record adds one latency. Values outside the histogram's range are
+// clamped into it; Clamped counts those above it.
 func (h *Histogram) Record(d time.Duration) {
-	us := min(max(d.Microseconds(), histMinUs), histMaxUs)
+	us := d.Microseconds()
+	if us > h.maxUs {
+		h.clamped++
+	}
+	us = min(max(us, histMinUs), h.maxUs)
 	_ = h.h.RecordValue(us) // in range: cannot fail
 }
 
+// Clamped counts the latencies recorded at the histogram's maximum because
+// they were longer.
+func (h *Histogram) Clamped() int64 { return h.clamped }
+
 // Merge adds every value recorded in o to h.
-func (h *Histogram) Merge(o *Histogram) { h.h.Merge(o.h) }
+func (h *Histogram) Merge(o *Histogram) {
+	h.h.Merge(o.h)
+	h.clamped += o.clamped
+}
 
 // Reset empties h, keeping its memory.
-func (h *Histogram) Reset() { h.h.Reset() }
+func (h *Histogram) Reset() {
+	h.h.Reset()
+	h.clamped = 0
+}
 
 // Count returns the number of recorded values.
 func (h *Histogram) Count() int64 { return h.h.TotalCount() }
 
 // Clone returns a deep copy of h.
-func (h *Histogram) Clone() *Histogram { return &Histogram{h: h.h.Clone()} }
+func (h *Histogram) Clone() *Histogram {
+	return &Histogram{h: h.h.Clone(), maxUs: h.maxUs, clamped: h.clamped}
+}
 
 // Quantile returns the latency below which the fraction q (0..1) of the
 // recorded values lie, in milliseconds; 0 when h is empty.

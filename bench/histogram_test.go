@@ -106,3 +106,26 @@ func TestSpectrum(t *testing.T) {
 	}
 	require.Greater(t, above, len(s)/2)
 }
+
+// e2e's delivery latencies can pass a minute behind a backlog: they go in a
+// histogram reaching an hour. What passes a histogram's end is counted.
+func TestHistogramRangeAndClamping(t *testing.T) {
+	short := NewHistogram()
+	short.Record(90 * time.Second)
+	within(t, 60_000, short.Percentiles().Max)
+	require.EqualValues(t, 1, short.Clamped())
+
+	long := NewLongHistogram()
+	long.Record(90 * time.Second)
+	within(t, 90_000, long.Percentiles().Max)
+	require.Zero(t, long.Clamped())
+	long.Record(2 * time.Hour)
+	require.EqualValues(t, 1, long.Clamped())
+
+	merged := NewHistogram()
+	merged.Merge(short)
+	require.EqualValues(t, 1, merged.Clamped())
+	require.EqualValues(t, 1, merged.Clone().Clamped())
+	merged.Reset()
+	require.Zero(t, merged.Clamped())
+}

@@ -210,7 +210,7 @@ type FirstReceipt struct {
 // Summary tallies the ledger.
 func (l *Ledger) Summary() *LedgerSummary {
 	s := &LedgerSummary{
-		Latency:   NewHistogram(),
+		Latency:   NewLongHistogram(),
 		SentTwice: l.sentTwice.Load(), BadBodies: l.badBodies.Load(), BadIDs: l.badIDs.Load(),
 	}
 	for i := range l.shards {

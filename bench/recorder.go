@@ -11,15 +11,20 @@ import (
 const maxErrorKinds = 16
 
 // Point is one second of a run's time series. Requests are attributed to the
-// second in which they completed.
+// second in which they completed (or, never sent, were given up).
 type Point struct {
-	T        int     `json:"t"`       // seconds since the measured window began
-	Seconds  float64 `json:"seconds"` // length of the interval: 1, less for a run cut short
-	Requests int64   `json:"requests"`
-	Errors   int64   `json:"errors"`
-	RPS      float64 `json:"rps"`
-	P50      float64 `json:"p50_ms"`
-	P99      float64 `json:"p99_ms"`
+	T        int     `json:"t"`        // seconds since the measured window began
+	Seconds  float64 `json:"seconds"`  // length of the interval: 1, less for a run cut short
+	Requests int64   `json:"requests"` // completed: answered, failed or given up
+	Answered int64   `json:"answered"` // those that got an HTTP answer, of any status
+	Errors   int64   `json:"errors"`   // those that failed or were not answered 2xx
+	RPS      float64 `json:"rps"`      // answered per second
+	// Latencies counts the latencies behind P50 and P99; with none, the
+	// second has no latency (every completion failed at once) and P50 and
+	// P99 are 0.
+	Latencies int64   `json:"latencies"`
+	P50       float64 `json:"p50_ms"`
+	P99       float64 `json:"p99_ms"`
 }
 
 // Recorder collects the outcome of requests of one measured window: a total
@@ -36,7 +41,8 @@ type Recorder struct {
 	status   map[int]int64
 	kinds    map[string]int64
 	requests int64 // every recorded request
-	inWindow int64 // those completed inside the window
+	answered int64 // requests answered inside the window, whenever sent
+	ok       int64 // those answered 2xx
 	errors   int64
 }
 
@@ -44,10 +50,14 @@ type Recorder struct {
 // Requests that complete after the window still count in the totals and the
 // histogram, but not in the series or the throughput.
 func NewRecorder(start time.Time, window time.Duration) *Recorder {
+	return newRecorder(start, window, NewHistogram)
+}
+
+func newRecorder(start time.Time, window time.Duration, newHist func() *Histogram) *Recorder {
 	n := max(int(math.Ceil(window.Seconds())), 1)
 	r := &Recorder{
 		start: start, window: window,
-		total: NewHistogram(), interval: NewHistogram(),
+		total: newHist(), interval: newHist(),
 		series: make([]Point, 1, n),
 		status: make(map[int]int64),
 		kinds:  make(map[string]int64),
@@ -66,19 +76,19 @@ func (r *Recorder) Record(done time.Time, latency time.Duration, status int) {
 	if bad {
 		r.errors++
 	}
-	if p := r.pointLocked(done); p != nil {
-		p.Requests++
-		if bad {
-			p.Errors++
-		}
+	if p := r.completedLocked(done, status); p != nil {
 		r.interval.Record(latency)
 	}
 	r.mu.Unlock()
 }
 
-// RecordError adds a request that failed without a response (connection
-// error, timeout). It counts under status "error", not in the latencies.
-func (r *Recorder) RecordError(done time.Time, err error) {
+// RecordError adds a request that failed without a response. It counts
+// under status "error". A request that timed out (waited) gives its
+// latency, at least the timeout: a stall longer than the timeout must show
+// in the percentiles too, or they would leave out exactly the requests it
+// held up (coordinated omission). A request refused at once gives none
+// (latency < 0): its time says nothing about the target's speed.
+func (r *Recorder) RecordError(done time.Time, latency time.Duration, err error) {
 	msg := "unknown"
 	if err != nil {
 		msg = err.Error()
@@ -92,35 +102,67 @@ func (r *Recorder) RecordError(done time.Time, err error) {
 	} else {
 		r.kinds["other"]++
 	}
-	if p := r.pointLocked(done); p != nil {
-		p.Requests++
-		p.Errors++
+	if latency >= 0 {
+		r.total.Record(latency)
+	}
+	if p := r.completedLocked(done, 0); p != nil && latency >= 0 {
+		r.interval.Record(latency)
+	}
+	r.mu.Unlock()
+}
+
+// RecordDropped adds the latency of an open-loop request of the window that
+// was never sent, given up at done after waiting latency since its
+// scheduled time (at least the timeout): it was not answered in time, and
+// the percentiles must show it. It is counted in Result.Dropped by the
+// generator, not in the requests.
+func (r *Recorder) RecordDropped(done time.Time, latency time.Duration) {
+	r.mu.Lock()
+	r.total.Record(latency)
+	if r.pointLocked(done) != nil {
+		r.interval.Record(latency)
 	}
 	r.mu.Unlock()
 }
 
 // Completed counts, in the throughput and the series' request counts only,
-// a request sent before the window (warmup) that completed at done. Its
-// latency and status are not recorded: those are the window's requests'.
-func (r *Recorder) Completed(done time.Time, failed bool) {
+// a request sent before the window (warmup) that completed at done with
+// status (0: no answer). Its latency and status are not recorded: those
+// are the window's requests'.
+func (r *Recorder) Completed(done time.Time, status int) {
 	r.mu.Lock()
-	if p := r.pointLocked(done); p != nil {
-		p.Requests++
-		if failed {
-			p.Errors++
-		}
-	}
+	r.completedLocked(done, status)
 	r.mu.Unlock()
 }
 
-// pointLocked returns the series point for a completion at done, closing
-// the seconds before it, or nil when done lies outside the window.
+// completedLocked counts a completion at done with status (0: no answer)
+// in the throughput and the series, and returns its point, or nil when
+// done lies outside the window.
+func (r *Recorder) completedLocked(done time.Time, status int) *Point {
+	p := r.pointLocked(done)
+	if p == nil {
+		return nil
+	}
+	p.Requests++
+	if status > 0 {
+		p.Answered++
+		r.answered++
+	}
+	if status >= 200 && status <= 299 {
+		r.ok++
+	} else {
+		p.Errors++
+	}
+	return p
+}
+
+// pointLocked returns the series point for an event at done, closing the
+// seconds before it, or nil when done lies outside the window.
 func (r *Recorder) pointLocked(done time.Time) *Point {
 	d := done.Sub(r.start)
 	if d < 0 || d >= r.window {
 		return nil
 	}
-	r.inWindow++
 	sec := int(d / time.Second)
 	for r.cur < sec {
 		r.closeLocked()
@@ -136,6 +178,7 @@ func (r *Recorder) pointLocked(done time.Time) *Point {
 // closeLocked computes the statistics of the interval being filled.
 func (r *Recorder) closeLocked() {
 	p := &r.series[r.cur]
+	p.Latencies = r.interval.Count()
 	p.P50 = r.interval.Quantile(0.50)
 	p.P99 = r.interval.Quantile(0.99)
 	r.interval.Reset()
@@ -170,7 +213,7 @@ func (r *Recorder) Result(end time.Time) *Result {
 	}
 	for i := range r.series {
 		if p := &r.series[i]; p.Seconds > 0 {
-			p.RPS = float64(p.Requests) / p.Seconds
+			p.RPS = float64(p.Answered) / p.Seconds
 		}
 	}
 
@@ -186,7 +229,8 @@ func (r *Recorder) Result(end time.Time) *Result {
 		Histogram: r.total,
 	}
 	if measured > 0 {
-		res.RequestsPerSec = float64(r.inWindow) / measured.Seconds()
+		res.RequestsPerSec = float64(r.answered) / measured.Seconds()
+		res.OKPerSec = float64(r.ok) / measured.Seconds()
 	}
 	for code, n := range r.status {
 		key := "error"

@@ -193,7 +193,12 @@ func (p reportPage) Colors() []template.CSS {
 	return c
 }
 
-var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"}
+// palette holds 20 distinct colors: compare --rounds 3 --tenant-counts
+// a,b reports 18 runs.
+var palette = []string{
+	"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
+	"#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#393b79",
+}
 
 func seriesColor(i int) string { return palette[i%len(palette)] }
 
@@ -239,7 +244,7 @@ func throughputChart(runs []*Result) template.HTML {
 		}
 		lines = append(lines, l)
 	}
-	return drawChart("Throughput (requests per second, by second of completion)",
+	return drawChart("Throughput (requests answered per second, by second of the answer)",
 		linearAxis("time (s)", 0, xmax), linearAxis("req/s", 0, maxY(lines)), lines)
 }
 
@@ -252,8 +257,8 @@ func latencyChart(runs []*Result) template.HTML {
 		for _, p := range r.Series {
 			x := float64(p.T) + p.Seconds/2
 			xmax = max(xmax, float64(p.T)+p.Seconds)
-			if p.Requests == 0 {
-				continue // no latency to show for an empty second
+			if p.Latencies == 0 {
+				continue // an empty second, or one of instant failures: no latency to show
 			}
 			p50.x, p50.y = append(p50.x, x), append(p50.y, p.P50)
 			p99.x, p99.y = append(p99.x, x), append(p99.y, p.P99)

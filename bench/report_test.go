@@ -153,3 +153,15 @@ func TestPercentileLabels(t *testing.T) {
 	require.Equal(t, 0.25, niceStep(0.21))
 	require.Equal(t, "2.5", linearAxis("", 0, 14).ticks[1].label)
 }
+
+// compare --rounds 3 with two tenant counts reports 18 runs: each gets its
+// own color.
+func TestReportColorsDistinctForACompareRun(t *testing.T) {
+	seen := map[string]int{}
+	for i := range 18 {
+		c := seriesColor(i)
+		_, dup := seen[c]
+		require.False(t, dup, "run %d has run %d's color %s", i, seen[c], c)
+		seen[c] = i
+	}
+}

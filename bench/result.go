@@ -28,17 +28,22 @@ type Result struct {
 	// in the measured window, answered with any status or failed. Warmup
 	// requests are not recorded.
 	Requests int64 `json:"requests"`
-	// RequestsPerSec is the number of requests completed inside the
-	// measured window, whenever they were sent (a request sent during the
-	// warmup that completes in the window counts), divided by its length.
+	// RequestsPerSec is the number of requests answered (any HTTP status)
+	// inside the measured window, whenever they were sent (a request sent
+	// during the warmup that is answered in the window counts), divided by
+	// its length. Requests that failed without an answer do not count.
 	RequestsPerSec float64 `json:"requests_per_sec"`
+	// OKPerSec is the same for answers 2xx only: the rate the target did
+	// what was asked of it.
+	OKPerSec float64 `json:"ok_per_sec"`
 	// Errors counts transport errors and responses other than 2xx.
 	Errors int64 `json:"errors"`
 	// Dropped counts open-loop requests the generator could not send: all
 	// connections stayed busy until the request's timeout had passed since
 	// its scheduled time (the target stalled, or too few connections), or
 	// the backlog of waiting requests was full. When it is not 0, the
-	// target rate was not offered; the latencies leave these out.
+	// target rate was not offered. The latencies count each at the time
+	// it was given up: at least the timeout.
 	Dropped int64 `json:"dropped"`
 	// Connects counts the connections the generator opened (more than
 	// Connections means the server closed some).
@@ -46,7 +51,10 @@ type Result struct {
 
 	Status     map[string]int64 `json:"status"`                // by status code, "error" for transport errors
 	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"` // transport error messages (at most 16 distinct, then "other")
-	Latency    Percentiles      `json:"latency_ms"`            // over responses of any status
+	// Latency is over the requests answered (any status), those that timed
+	// out and those dropped, the last two at the time they were given up
+	// (at least the timeout: lower bounds).
+	Latency Percentiles `json:"latency_ms"`
 	// SendLag (open loop) is how late requests went out: from the scheduled
 	// time to the start of the send. It is the generator's pacing resolution
 	// (about 0.1 ms on Linux) plus any wait for a free connection. Latency

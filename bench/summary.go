@@ -21,13 +21,18 @@ func (r *Result) WriteSummary(w io.Writer) error {
 		load = fmt.Sprintf("open loop at %g/s, %d connections", r.Rate, r.Connections)
 	}
 	fmt.Fprintf(&b, "%s: %s, %.1f s measured after %.1f s warmup\n", label, load, r.DurationS, r.WarmupS)
-	fmt.Fprintf(&b, "  requests     %d (%.0f/s), errors %d, dropped %d, connections opened %d\n",
-		r.Requests, r.RequestsPerSec, r.Errors, r.Dropped, r.Connects)
+	fmt.Fprintf(&b, "  requests     %d (answered %.0f/s, 2xx %.0f/s), errors %d, dropped %d, connections opened %d\n",
+		r.Requests, r.RequestsPerSec, r.OKPerSec, r.Errors, r.Dropped, r.Connects)
 	fmt.Fprintf(&b, "  status       %s\n", statusLine(r.Status))
-	fmt.Fprintf(&b, "  latency ms   %s\n", percentilesLine(r.Latency))
+	if r.Histogram != nil && r.Histogram.Count() == 0 {
+		fmt.Fprintf(&b, "  latency ms   n/a: no request was answered or timed out\n")
+	} else {
+		fmt.Fprintf(&b, "  latency ms   %s\n", percentilesLine(r.Latency))
+	}
 	if noAnswer := r.Status["error"]; noAnswer > 0 || r.Dropped > 0 {
-		fmt.Fprintf(&b, "  note         the latencies leave out the %d requests that got no answer and the %d never sent;\n"+
-			"               a stall longer than the timeout shows in those counts, not in the percentiles\n", noAnswer, r.Dropped)
+		fmt.Fprintf(&b, "  note         %d requests got no answer and %d were never sent: the latencies count those\n"+
+			"               that timed out and those never sent at the time they were given up (at least\n"+
+			"               the timeout), so the percentiles they reach are lower bounds\n", noAnswer, r.Dropped)
 	}
 	if r.SendLag != nil {
 		fmt.Fprintf(&b, "  send lag ms  %s\n", percentilesLine(*r.SendLag))

@@ -179,6 +179,9 @@ func (t *targets) tryStartRelay(ctx context.Context, o RelayOptions) (*Target, e
 		t.procs.Stop(c, DefaultStopGrace)
 		return nil, err
 	}
+	if t.procs.Log != nil { // to profile it while it is measured
+		fmt.Fprintf(t.procs.Log, "bench: %s admin: http://%s/metrics, /debug/pprof/\n", o.Name, admin)
+	}
 	return &Target{Child: c, URL: "http://" + ingress + IngressPath, Admin: admin, Dir: d}, nil
 }
 

@@ -180,11 +180,18 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %s\n", f.fs.Name(), fmt.Sprintf(format, a...))
 		return 2
 	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	switch {
 	case f.rate > 0 && f.concurrency > 0:
 		return bad("set --rate or --concurrency, not both")
-	case f.rate < 0 || f.concurrency < 0 || f.connections < 0:
+	case f.rate < 0 || f.concurrency < 0 || f.connections < 0,
+		set["rate"] && !(f.rate > 0), set["concurrency"] && f.concurrency == 0, set["connections"] && f.connections == 0:
 		return bad("--rate, --concurrency and --connections must be positive")
+	case f.rate > 0 && (f.rate < bench.MinRate || f.rate > bench.MaxRate):
+		return bad("--rate must be in [%g, %d]", bench.MinRate, bench.MaxRate)
+	case f.concurrency > bench.MaxConnections || f.connections > bench.MaxConnections:
+		return bad("--concurrency and --connections must be at most %d", bench.MaxConnections)
 	case f.duration <= 0:
 		return bad("--duration must be positive")
 	case f.warmup < 0 || f.timeout <= 0:
@@ -193,8 +200,8 @@ func (f *benchFlags) parse(args []string, stderr io.Writer) int {
 		return bad("--timeout must be at most %s: an open-loop latency (the wait for a connection, then the answer) may reach twice it, and the histogram ends at 60 s", bench.MaxTimeout)
 	case f.tenants < 1 || f.tenants > bench.MaxTenants:
 		return bad("--tenants must be between 1 and %d", bench.MaxTenants)
-	case f.size < 0 || f.size > bench.MaxBodySize:
-		return bad("--size must be in [0, %d]", bench.MaxBodySize)
+	case f.size < 1 || f.size > bench.MaxBodySize:
+		return bad("--size must be in [1, %d] (a template larger than it is sent unpadded)", bench.MaxBodySize)
 	}
 	if f.rate == 0 && f.concurrency == 0 {
 		f.concurrency = bench.DefaultConnections
@@ -307,6 +314,10 @@ func runBenchIngest(args []string, stdout, stderr io.Writer) int {
 		code = 1
 	}
 	_ = res.WriteSummary(stdout)
+	if err == nil && res.OKPerSec == 0 {
+		fmt.Fprintln(stderr, "relay bench ingest: no request was answered 2xx in the measured window (the status line above says what came back)")
+		code = 1
+	}
 	if f.jsonFile != "" {
 		if err := res.WriteJSONFile(f.jsonFile); err != nil {
 			fmt.Fprintln(stderr, "relay bench ingest:", err)
@@ -451,8 +462,17 @@ func runBenchE2E(args []string, stdout, stderr io.Writer) int {
 	if res == nil {
 		return code
 	}
+	if res.Delivery == nil {
+		// Stopped before the accounting: a summary would be all zeros.
+		fmt.Fprintln(stderr, "relay bench e2e: stopped before the deliveries were counted: no summary")
+		return code
+	}
 	fmt.Fprintln(stdout)
 	_ = res.WriteSummary(stdout)
+	if res.MeasuredEvents == 0 {
+		fmt.Fprintln(stderr, "relay bench e2e: the relay accepted no event of the measured window (answered 200 to none of its requests): nothing was measured")
+		code = 1
+	}
 	if res.Lost > 0 {
 		fmt.Fprintf(stderr, "relay bench e2e: %d events answered 200 were never delivered\n", res.Lost)
 		code = 1

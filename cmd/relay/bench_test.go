@@ -205,6 +205,15 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--tenants", "1000001"},
 		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--timeout", "1m"},
 		{"bench", "e2e", "--drain-idle", "-1s"},
+		// An explicit 0 is not "the default": it is refused, as are rates
+		// the generator cannot schedule, before anything starts.
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--concurrency", "0"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "0"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "NaN"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--rate", "10", "--connections", "0"},
+		{"bench", "e2e", "--rate", "1e-9"},
+		{"bench", "e2e", "--concurrency", "10001"},
+		{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--size", "0"},
 		{"bench", "tenants", "--count", "1000001", "--out", "-"},
 		{"bench", "tenants", "--count", "3"},
 		{"bench", "tenants", "--count", "3", "--out", "-", "--instance-url-base", "http://x"},
@@ -218,6 +227,13 @@ func TestBenchUsageErrors(t *testing.T) {
 		require.Equal(t, 2, run([]string{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--target-pid", pid}, &out, &errb))
 		require.Contains(t, errb.String(), "--target-pid "+pid+": "+want)
 	}
+	// A run in which nothing was answered 2xx is a failure, not a
+	// throughput: against a port nobody listens on, ingest exits 1.
+	var rout, rerr bytes.Buffer
+	require.Equal(t, 1, run([]string{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--concurrency", "2", "--duration", "200ms", "--warmup", "0s"}, &rout, &rerr))
+	require.Contains(t, rerr.String(), "no request was answered 2xx")
+	require.Contains(t, rout.String(), "answered 0/s, 2xx 0/s")
+	require.Contains(t, rout.String(), "latency ms   n/a")
 	// An unwritable --cpuprofile fails before any load is sent.
 	var pout, perr bytes.Buffer
 	require.Equal(t, 1, run([]string{"bench", "ingest", "--url", "http://127.0.0.1:1/", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "x.prof")}, &pout, &perr))
@@ -347,6 +363,32 @@ func TestBenchProcesses(t *testing.T) {
 		benchRequireEmptyDir(t, tmp)
 	})
 
+	// SIGINT during e2e's load: exit 1, and no summary or JSON of zeros
+	// claiming nothing was lost.
+	t.Run("e2e-interrupted", func(t *testing.T) {
+		t.Parallel()
+		tmp, jsonFile := t.TempDir(), filepath.Join(t.TempDir(), "e2e.json")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "bench", "e2e", "--tenants", "2", "--rate", "50", "--duration", "20s",
+			"--warmup", "0s", "--json", jsonFile)
+		cmd.Env = append(benchEnv(), "TMPDIR="+tmp)
+		var stdout, stderr syncBuffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		require.NoError(t, cmd.Start())
+		require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "starting the load") },
+			30*time.Second, 10*time.Millisecond, stderr.String())
+		require.NoError(t, cmd.Process.Signal(os.Interrupt))
+		var exit *exec.ExitError
+		require.ErrorAs(t, cmd.Wait(), &exit, stderr.String())
+		require.Equal(t, 1, exit.ExitCode(), stderr.String())
+		require.Contains(t, stderr.String(), "no summary")
+		require.NotContains(t, stdout.String(), "lost 0")
+		require.NoFileExists(t, jsonFile)
+		benchRequireGone(t, benchChildPIDs(stderr.String()))
+		benchRequireEmptyDir(t, tmp)
+	})
+
 	// e2e with instances that forget about one event in four: exactly
 	// those are reported lost, and the exit code says so.
 	t.Run("e2e-forgetting-instances", func(t *testing.T) {
@@ -406,6 +448,7 @@ func TestBenchProcesses(t *testing.T) {
 		for _, want := range []string{"relay/ceiling", "relay/baseline", "relay@50%", "p99.9", "ceiling #2", "relay 4 tenants #2", "relay@50% #2", "median of rounds"} {
 			require.Contains(t, r.stdout, want)
 		}
+		require.Regexp(t, `bench: relay admin: http://127\.0\.0\.1:\d+/metrics, /debug/pprof/`, r.stderr, "where to profile the relay")
 		html, err := os.ReadFile(reportFile)
 		require.NoError(t, err)
 		for _, label := range []string{"ceiling #1", "baseline #2", "relay@50%", "relay 4 tenants #2"} {
@@ -479,7 +522,7 @@ func TestBenchIngestHTTPS(t *testing.T) {
 
 	stdout.Reset()
 	stderr.Reset()
-	require.Equal(t, 0, run(append(base, "--json", jsonFile), &stdout, &stderr), "stderr: %s", stderr.String())
+	require.Equal(t, 1, run(append(base, "--json", jsonFile), &stdout, &stderr), "nothing was answered: stderr: %s", stderr.String())
 	status = benchReadJSON(t, jsonFile)["status"].(map[string]any)
 	require.Equal(t, []string{"error"}, benchKeys(status), "without the CA the dev certificate is not trusted")
 	require.Contains(t, stdout.String(), "certificate")

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -236,8 +238,10 @@ func Load(path string, getenv func(string) string, sets []string) (*Config, erro
 			c.problems = unknownKeys(doc.Content[0], reflect.TypeOf(*c), "")
 			var te *yaml.TypeError
 			if err := doc.Content[0].Decode(c); errors.As(err, &te) {
+				lines := map[int][]leaf{}
+				keyLines(doc.Content[0], "", lines)
 				for _, e := range te.Errors {
-					c.problems = append(c.problems, fmt.Errorf("%s: %s", path, e))
+					c.problems = append(c.problems, typeProblem(e, lines))
 				}
 			} else if err != nil {
 				return nil, fmt.Errorf("config %s: %w", path, err)
@@ -336,7 +340,7 @@ func (c *Config) Validate() []error {
 		bad("ingress.path", "%q must start with /", c.Ingress.Path)
 	}
 	if c.Ingress.MaxBodyBytes < 1024 {
-		bad("ingress.max_body_bytes", "%d is too small (Meta sends bodies of up to 3 MB)", c.Ingress.MaxBodyBytes)
+		bad("ingress.max_body_bytes", "%d is under the least allowed, 1024 (Meta's bodies reach 3 MB: keep the default 8 MiB)", c.Ingress.MaxBodyBytes)
 	}
 	if (c.Ingress.TLS.CertFile == "") != (c.Ingress.TLS.KeyFile == "") {
 		bad("ingress.tls", "set both cert_file and key_file, or neither")
@@ -461,6 +465,60 @@ func unknownKeys(n *yaml.Node, t reflect.Type, prefix string) []error {
 		}
 	}
 	return errs
+}
+
+// leaf is a scalar value of the file, under its key's dotted path.
+type leaf struct{ path, value string }
+
+// keyLines collects the scalar values in n by line.
+func keyLines(n *yaml.Node, prefix string, lines map[int][]leaf) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		path := prefix + k.Value
+		items := []*yaml.Node{v}
+		if v.Kind == yaml.SequenceNode {
+			items = v.Content
+		}
+		for _, item := range items {
+			if item.Kind == yaml.ScalarNode {
+				lines[item.Line] = append(lines[item.Line], leaf{path, item.Value})
+			}
+		}
+		keyLines(v, path+".", lines)
+	}
+}
+
+var typeErrorLine = regexp.MustCompile("^line (\\d+): (.*?`(.*)`.*)$")
+
+// typeProblem rewrites one of yaml's type errors ("line 2: cannot
+// unmarshal !!int `30` into time.Duration") to name the key, as the
+// other problems do, when the line and the value tell which it is.
+func typeProblem(e string, lines map[int][]leaf) error {
+	m := typeErrorLine.FindStringSubmatch(e)
+	if m == nil {
+		return errors.New(e)
+	}
+	line, _ := strconv.Atoi(m[1])
+	var key string
+	for _, l := range lines[line] {
+		if l.value == m[3] {
+			if key != "" {
+				return errors.New(e) // two keys with that value on the line
+			}
+			key = l.path
+		}
+	}
+	if key == "" {
+		return errors.New(e)
+	}
+	msg := m[2]
+	if strings.HasSuffix(msg, "into time.Duration") {
+		msg += " (a duration needs a unit, e.g. 30s)"
+	}
+	return fmt.Errorf("%s: %s (line %d)", key, msg, line)
 }
 
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {

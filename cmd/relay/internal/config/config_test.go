@@ -156,9 +156,26 @@ func TestFileProblemsAreReportedWithTheRest(t *testing.T) {
 	require.Contains(t, all, "ingress.listne: unknown key (line 1)")
 	require.Contains(t, all, "kafka.embedded.dta_dir: unknown key (line 2)")
 	require.Contains(t, all, "bogus: unknown key (line 3)")
-	require.Contains(t, all, "line 2: cannot unmarshal !!str `soon` into time.Duration")
+	require.Contains(t, all, "kafka.produce_timeout: cannot unmarshal !!str `soon` into time.Duration (a duration needs a unit, e.g. 30s) (line 2)")
 	require.Contains(t, all, "ingress.listen", "the other problems are still reported")
 	require.Contains(t, all, "meta.app_secrets")
+}
+
+// A value of the wrong type is reported under its key, as check-config's
+// one line per problem promises, not only by its line.
+func TestTypeProblemsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", "ingress:\n  read_timeout: 30\n  max_body_bytes: abc\nmeta: {app_secrets: [[x]], verify_tokens: [a, b]}\n")
+	c, err := Load(path, noEnv, nil)
+	require.NoError(t, err)
+	var lines []string
+	for _, e := range c.Validate() {
+		lines = append(lines, e.Error())
+	}
+	all := strings.Join(lines, "\n")
+	require.Contains(t, all, "ingress.read_timeout: cannot unmarshal !!int `30` into time.Duration (a duration needs a unit, e.g. 30s) (line 2)")
+	require.Contains(t, all, "ingress.max_body_bytes: cannot unmarshal !!str `abc` into int (line 3)")
+	require.Contains(t, all, "line 4: cannot unmarshal", "a value that is no scalar keeps yaml's own words")
 }
 
 func TestKeysHaveEnvNames(t *testing.T) {

@@ -232,7 +232,7 @@ func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 			}
 		}
 		if len(existing) > 0 {
-			return nil, fmt.Errorf("devca: %s already exists (force overwrites)", strings.Join(existing, ", "))
+			return nil, fmt.Errorf("devca: %s already exists (--force replaces them all, with a new CA)", strings.Join(existing, ", "))
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -194,7 +194,7 @@ func TestInitDevCA(t *testing.T) {
 		before, err := os.ReadFile(files.CA.Cert)
 		require.NoError(t, err)
 		_, err = InitDevCA(dir, []string{"acme", "initech"}, false)
-		require.ErrorContains(t, err, "already exists (force overwrites)")
+		require.ErrorContains(t, err, "already exists (--force replaces them all, with a new CA)")
 		assert.ErrorContains(t, err, files.CA.Cert)
 		after, err := os.ReadFile(files.CA.Cert)
 		require.NoError(t, err)

@@ -16,7 +16,9 @@ Creates a development CA in DIR and issues from it the relay's client
 certificate (relay-client.pem), the ingress server certificate (ingress.pem)
 and a server certificate for each tenant instance (<tenant>.pem), each with
 its key (*-key.pem). Server certificates are for localhost, 127.0.0.1 and ::1.
-Existing files are left alone unless --force is given.
+If any of these files exists it writes none, unless --force is given: then
+it makes a new CA and replaces them all (certificates handed out from the
+old CA stop working).
 
 flags:
 `

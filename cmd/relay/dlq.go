@@ -43,6 +43,11 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, dlqUsage)
 			return 0
 		}
+		if len(args) == 0 {
+			fmt.Fprintln(stderr, "relay dlq: missing subcommand: list or redrive")
+		} else {
+			fmt.Fprintf(stderr, "relay dlq: unknown subcommand %q: list or redrive\n", args[0])
+		}
 		fmt.Fprint(stderr, dlqUsage)
 		return 2
 	}

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/relaymw/relay/delivery"
 )
 
@@ -243,5 +245,20 @@ func TestDeadLetterPrinterValuesColumn(t *testing.T) {
 		if strings.Index(l, "status 400") != col || !strings.HasSuffix(l, `{"object":"page"}`) {
 			t.Fatalf("misaligned:\n%s", out.String())
 		}
+	}
+}
+
+// relay dlq without a subcommand, or with a wrong one, says which and what
+// the choices are before the usage.
+func TestDLQSubcommandErrors(t *testing.T) {
+	for args, want := range map[string]string{"": "missing subcommand: list or redrive", "lst": `unknown subcommand "lst": list or redrive`} {
+		var stdout, stderr bytes.Buffer
+		a := []string{"dlq"}
+		if args != "" {
+			a = append(a, args)
+		}
+		require.Equal(t, 2, run(a, &stdout, &stderr))
+		require.Contains(t, stderr.String(), want)
+		require.Contains(t, stderr.String(), "usage: relay dlq list")
 	}
 }

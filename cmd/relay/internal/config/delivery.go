@@ -25,8 +25,8 @@ type Delivery struct {
 	MaxInFlightPerTenant int `yaml:"max_in_flight_per_tenant"` // default 1
 	// RetryInitial and RetryMax shape the backoff: retry n waits a random
 	// time up to min(RetryMax, RetryInitial·2^(n-1)) (full jitter), or the
-	// instance's Retry-After. With the defaults, 15 attempts span about
-	// 80 minutes on average, so an hour's outage is ridden out in order.
+	// instance's Retry-After. With the defaults, the 14 waits between 15
+	// attempts add up to about an hour on average (at most about 2 hours).
 	RetryInitial time.Duration `yaml:"retry_initial"` // default 1s
 	RetryMax     time.Duration `yaml:"retry_max"`     // default 30m
 	// Breaker is each tenant's circuit breaker.

@@ -437,7 +437,9 @@ func (g *generator) progress(ctx context.Context, done <-chan struct{}) {
 			n := g.completed.Load()
 			rps := float64(n-last) / now.Sub(lastAt).Seconds()
 			last, lastAt = n, now
-			if now.Before(g.ws) {
+			// A tick within half a second of the window's start reports a
+			// second of warmup.
+			if now.Before(g.ws.Add(time.Second / 2)) {
 				fmt.Fprintf(g.cfg.Progress, "%4.0fs warmup  %8.0f req/s\n", now.Sub(g.t0).Seconds(), rps)
 				continue
 			}

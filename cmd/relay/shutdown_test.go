@@ -265,3 +265,44 @@ func TestGracefulShutdownSIGINT(t *testing.T) {
 	e.start()
 	checkAcked(t, e.Kafka, map[string]string{"m_before_sigint": tenantGlobex.ID}, nil)
 }
+
+// Ctrl-C twice: a second SIGTERM while the relay waits out its grace
+// period for a client still sending ends it at once, as an operator
+// expects; the first alone would wait the whole grace period.
+func TestSecondSignalEndsServeAtOnce(t *testing.T) {
+	const grace = 30 * time.Second
+	e := newRelayEnv(t, relayOptions{GracePeriod: grace})
+	p := e.start()
+
+	body := messengerBody(t, tenantAcme.Accounts[0], "m_second_signal")
+	conn, err := net.DialTimeout("tcp", e.Ingress, 3*time.Second)
+	if err != nil {
+		t.Fatalf("dial ingress: %v", err)
+	}
+	defer conn.Close()
+	head := fmt.Sprintf("POST /webhooks/meta HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nX-Hub-Signature-256: %s\r\nContent-Length: %d\r\n\r\n",
+		e.Ingress, sign(body, testAppSecret), len(body))
+	if _, err := io.WriteString(conn, head+string(body[:len(body)/2])); err != nil {
+		t.Fatalf("write half a request: %v", err)
+	}
+	if err := waitServerRead(conn, 10*time.Second); err != nil {
+		t.Fatalf("in-flight request: %v", err)
+	}
+
+	p.signal(syscall.SIGTERM)
+	if !p.waitLog("shutting down", 5*time.Second) {
+		t.Fatalf("no \"shutting down\" logged within 5s of SIGTERM")
+	}
+	if p.wait(500 * time.Millisecond) {
+		t.Fatalf("relay exited with a client still sending: %v", p.state)
+	}
+	second := time.Now()
+	p.signal(syscall.SIGTERM)
+	if !p.wait(5 * time.Second) {
+		t.Fatalf("relay still running 5s after a second SIGTERM (grace period %v)", grace)
+	}
+	t.Logf("exited %v after the second SIGTERM: %v", time.Since(second).Round(time.Millisecond), p.state)
+	if p.state.Success() {
+		t.Errorf("relay exited 0 after a second SIGTERM cut its shutdown short")
+	}
+}

@@ -86,7 +86,15 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerAddrs()...), Transport: transport, Timeout: 10 * time.Second}
 	dlq := &delivery.DLQ{Client: client, Topic: cfg.Kafka.Topics.DLQ, Events: cfg.Kafka.Topics.Events}
 
+	known, err := tenantListed(cfg.Tenants.File, *tenantID)
 	if sub == "list" {
+		// A removed tenant may still have dead letters: list them, but
+		// say so, since a misspelt id lists none.
+		if err != nil {
+			fmt.Fprintf(stderr, "relay dlq list: warning: %v\n", err)
+		} else if !known {
+			fmt.Fprintf(stderr, "relay dlq list: warning: tenant %q is not in %s\n", *tenantID, cfg.Tenants.File)
+		}
 		// Printed as read: a tenant may have millions of dead letters.
 		pr := newDeadLetterPrinter(stdout, *asJSON, *values)
 		err := dlq.Each(ctx, *tenantID, pr.print)
@@ -96,22 +104,21 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 			if ctx.Err() == nil {
 				hint = fmt.Sprintf(" (is Kafka at %v reachable? with the embedded broker, relay serve must be running)", cfg.BrokerAddrs())
 			}
-			fmt.Fprintf(stderr, "relay dlq list: %v%s; the list above is incomplete\n", err, hint)
+			what := "the list above is incomplete"
+			if pr.rows == 0 {
+				what = "nothing was listed"
+			}
+			fmt.Fprintf(stderr, "relay dlq list: %v%s; %s\n", err, hint, what)
 			return 1
 		}
 		return 0
 	}
 
-	tenants, err := tenant.LoadFile(cfg.Tenants.File)
 	if err != nil {
 		fmt.Fprintf(stderr, "relay dlq redrive: %v\n", err)
 		return 1
 	}
-	ids := make([]string, len(tenants))
-	for i, t := range tenants {
-		ids[i] = t.ID
-	}
-	if !slices.Contains(ids, *tenantID) {
+	if !known {
 		fmt.Fprintf(stderr, "relay dlq redrive: tenant %q is not in %s\n", *tenantID, cfg.Tenants.File)
 		return 1
 	}
@@ -135,6 +142,15 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "redrove %d of tenant %s's dead letters into %s partition %d\n", n, *tenantID, cfg.Kafka.Topics.Events, part)
 	return 0
+}
+
+// tenantListed reports whether the tenants file lists id.
+func tenantListed(file, id string) (bool, error) {
+	tenants, err := tenant.LoadFile(file)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(tenants, func(t *tenant.Tenant) bool { return t.ID == id }), nil
 }
 
 // deadLetterPrinter prints dead letters as they are read: JSON lines, or a
@@ -191,8 +207,8 @@ func (p *deadLetterPrinter) print(d delivery.DeadLetter) error {
 
 // done ends the table, with the count when the whole list was read.
 func (p *deadLetterPrinter) done(complete bool) {
-	if p.tw == nil {
-		return
+	if p.tw == nil || p.rows == 0 && !complete {
+		return // a header over nothing would look like an empty list
 	}
 	p.tw.Flush()
 	if complete {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,4 +262,30 @@ func TestDLQSubcommandErrors(t *testing.T) {
 		require.Contains(t, stderr.String(), want)
 		require.Contains(t, stderr.String(), "usage: relay dlq list")
 	}
+}
+
+// list with an id the tenants file does not have warns (a misspelt id
+// lists nothing), and with Kafka out of reach prints no table header over
+// rows it never read.
+func TestDLQListWarnsAndPrintsNoHeaderOverNothing(t *testing.T) {
+	dir := t.TempDir()
+	tenants := filepath.Join(dir, "tenants.yaml")
+	require.NoError(t, os.WriteFile(tenants, []byte("tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {mode: push, url: \"https://127.0.0.1:9/\", signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}\n"), 0o600))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	cfg := filepath.Join(dir, "relay.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("kafka: {brokers: [\""+closed+"\"]}\ntenants: {file: tenants.yaml}\n"), 0o600))
+
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, run([]string{"dlq", "list", "--config", cfg, "--tenant", "acmee", "--timeout", "3s"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), `warning: tenant "acmee" is not in`)
+	require.Contains(t, stderr.String(), "nothing was listed")
+	require.Empty(t, stdout.String(), "no table header over nothing")
+
+	stdout.Reset()
+	stderr.Reset()
+	require.Equal(t, 1, run([]string{"dlq", "list", "--config", cfg, "--tenant", "acme", "--timeout", "3s"}, &stdout, &stderr))
+	require.NotContains(t, stderr.String(), "warning")
 }

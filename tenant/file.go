@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -42,6 +43,17 @@ func LoadFile(path string) ([]*Tenant, error) {
 	return parse(data, filepath.Dir(path), os.Getenv)
 }
 
+// goTypeNames puts the file's words for the Go types yaml names.
+var goTypeNames = strings.NewReplacer(
+	"into []*tenant.Tenant", "into a list of tenants",
+	"into tenant.Tenant", "into a tenant",
+	"into tenant.Instance", "into an instance",
+	"into []string", "into a list of strings",
+)
+
+// unknownField matches yaml's words for a key no field takes.
+var unknownField = regexp.MustCompile(`^(line \d+: )field (\S+) not found in type \S+$`)
+
 func parse(data []byte, dir string, getenv func(string) string) ([]*Tenant, error) {
 	return parseReading(data, dir, getenv, os.ReadFile)
 }
@@ -53,7 +65,20 @@ func parseReading(data []byte, dir string, getenv func(string) string, readFile 
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidFile, err)
+		}
+		// One problem per line, in the file's words rather than Go's.
+		errs := make([]error, len(te.Errors))
+		for i, e := range te.Errors {
+			if m := unknownField.FindStringSubmatch(e); m != nil {
+				e = m[1] + "unknown key " + m[2]
+			}
+			e = goTypeNames.Replace(e)
+			errs[i] = fmt.Errorf("%w: %s", ErrInvalidFile, e)
+		}
+		return nil, errors.Join(errs...)
 	}
 	// A second document would be ignored, and its tenants with it. An empty
 	// one (a trailing "---", comments) is harmless.

@@ -187,10 +187,10 @@ func TestParse_Invalid(t *testing.T) {
 		want   []string // substrings of the error: the field and what is wrong
 	}{
 		{name: "not YAML", data: "tenants: [\n", want: []string{"yaml"}},
-		{name: "tenants is not a list", data: "tenants: {id: acme}\n", want: []string{"yaml"}},
-		{name: "unknown top-level key", data: "tenant:\n" + acme, want: []string{"field tenant not found"}},
-		{name: "unknown tenant key", data: "tenants:\n" + acme + "    colour: blue\n", want: []string{"field colour not found"}},
-		{name: "unknown instance key", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, timeout: 3s`), want: []string{"field timeout not found"}},
+		{name: "tenants is not a list", data: "tenants: {id: acme}\n", want: []string{"line 1: cannot unmarshal !!map into a list of tenants"}},
+		{name: "unknown top-level key", data: "tenant:\n" + acme, want: []string{"line 1: unknown key tenant"}},
+		{name: "unknown tenant key", data: "tenants:\n" + acme + "    colour: blue\n", want: []string{"unknown key colour"}},
+		{name: "unknown instance key", data: "tenants:\n" + tenant("acme", `["1"]`, okInst+`, timeout: 3s`), want: []string{"unknown key timeout"}},
 		{name: "empty entry", data: "tenants:\n  -\n", want: []string{"tenants[0]: empty entry"}},
 		{name: "bad id", data: "tenants:\n" + tenant("-acme", `["1"]`, okInst), want: []string{"tenants[0].id", `"-acme"`}},
 		{name: "id too long", data: "tenants:\n" + tenant(strings.Repeat("a", 65), `["1"]`, okInst), want: []string{"tenants[0].id"}},
@@ -350,4 +350,16 @@ func TestParse_HarmlessExtras(t *testing.T) {
 	got, err := parse([]byte(two), t.TempDir(), noEnv)
 	require.NoError(t, err)
 	require.Len(t, got, 2)
+}
+
+// Type problems come one per line, each marked invalid, in the file's
+// words: check-config prints them as separate problems.
+func TestParseTypeProblemsOnePerLine(t *testing.T) {
+	_, err := parse([]byte("tenants:\n  - id: acme\n    acounts: [\"1\"]\n    instance: [1]\n"), t.TempDir(), noEnv)
+	require.ErrorIs(t, err, ErrInvalidFile)
+	lines := strings.Split(err.Error(), "\n")
+	require.Equal(t, []string{
+		"invalid tenants file: line 3: unknown key acounts",
+		"invalid tenants file: line 4: cannot unmarshal !!seq into an instance",
+	}, lines)
 }

@@ -181,7 +181,7 @@ func TestRegistry_BrokenFileKeepsSnapshot(t *testing.T) {
 		want    string  // in the error
 	}{
 		{name: "bad YAML", content: ptr("tenants:\n  - id: [acme\n"), want: "yaml"},
-		{name: "unknown key", content: ptr(good + "extra: 1\n"), want: "field extra not found"},
+		{name: "unknown key", content: ptr(good + "extra: 1\n"), want: "unknown key extra"},
 		{name: "validation error", content: ptr(tenantsYAML(secret, acmeSpec, tenantSpec{ID: "globex", Accounts: acmeSpec.Accounts[:1]})),
 			want: "tenants[1].accounts[0]"},
 		{name: "bad secret", content: ptr(tenantsYAML("whsec_", acmeSpec)), want: "tenants[0].instance.signing_secret"},

@@ -40,9 +40,42 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"dlq":          runDLQ,
 	"bench":        runBench,
 	"version": func(_ []string, stdout, _ io.Writer) int {
-		fmt.Fprintln(stdout, "relay", version)
+		fmt.Fprintln(stdout, "relay", fullVersion())
 		return 0
 	},
+}
+
+// fullVersion is version, and for a build without one the commit it was
+// built from, as go build records it: which relay runs, for an SRE.
+func fullVersion() string {
+	var settings []debug.BuildSetting
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		settings = bi.Settings
+	}
+	return describeVersion(version, settings)
+}
+
+func describeVersion(v string, settings []debug.BuildSetting) string {
+	if v != "dev" {
+		return v
+	}
+	var rev, at, modified string
+	for _, s := range settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(len(s.Value), 12)]
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev == "" {
+		return v
+	}
+	return fmt.Sprintf("dev-%s (%s%s)", rev, at, modified)
 }
 
 func main() {

@@ -123,7 +123,7 @@ func runServe(args []string, _, stderr io.Writer) int {
 			}
 		}
 	}()
-	if err := serve.Run(ctx, cfg, serve.Options{Logger: logger, Reload: reload, Version: version}); err != nil {
+	if err := serve.Run(ctx, cfg, serve.Options{Logger: logger, Reload: reload, Version: fullVersion()}); err != nil {
 		logger.Error("relay stopped", "err", err)
 		return 1
 	}

@@ -181,6 +181,9 @@ type DevFiles struct {
 	RelayClient FilePair            // relay-client.pem: the relay's delivery client certificate
 	Ingress     FilePair            // ingress.pem: the relay's HTTPS ingress server certificate
 	Tenants     map[string]FilePair // <tenant>.pem: each tenant instance's server certificate
+	// Written lists the files this call wrote, in Paths order; the others
+	// existed and were kept.
+	Written []string
 }
 
 // InitDevCA creates a development CA in dir (created if missing) and writes
@@ -189,8 +192,13 @@ type DevFiles struct {
 // ingress.pem and ingress-key.pem, the ingress server certificate; and
 // <tenant>.pem and <tenant>-key.pem, a server certificate for each tenant's
 // instance. Server certificates are for localhost, 127.0.0.1 and ::1.
-// Tenant names may hold ASCII letters, digits, '-', '_' and '.'. Unless
-// force is set it writes nothing if any of these files exists.
+// Tenant names may hold ASCII letters, digits, '-', '_' and '.'.
+//
+// Files that exist are kept: with the CA's two files present, it issues
+// from that CA only the certificates whose two files are both missing
+// (adding a tenant); it refuses, writing nothing, when the CA is missing
+// while other files exist, or a certificate's file exists without its
+// key's. force makes a new CA and replaces every file.
 func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 	if dir == "" {
 		return nil, errors.New("devca: empty directory")
@@ -222,17 +230,12 @@ func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 		files.Tenants[t] = fp
 	}
 
+	var ca *CA
+	keep := map[FilePair]bool{}
 	if !force {
-		var existing []string
-		for _, name := range files.Paths() {
-			if _, err := os.Lstat(name); err == nil {
-				existing = append(existing, name)
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("devca: %w", err)
-			}
-		}
-		if len(existing) > 0 {
-			return nil, fmt.Errorf("devca: %s already exists (--force replaces them all, with a new CA)", strings.Join(existing, ", "))
+		var err error
+		if ca, keep, err = existingDevFiles(files); err != nil {
+			return nil, err
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -242,24 +245,33 @@ func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 	// Issue everything first, then write: a failure part way through the
 	// writes names what was already replaced, since a CA and certificates
 	// of another CA side by side do not work together.
-	ca, err := NewCA("relay development CA")
-	if err != nil {
-		return nil, err
-	}
-	client, err := ca.IssueClient("relay")
-	if err != nil {
-		return nil, err
-	}
 	type issued struct {
 		cert *Cert
 		to   FilePair
 	}
-	todo := []issued{{&ca.Cert, files.CA}, {client, files.RelayClient}}
+	var todo []issued
+	if ca == nil {
+		var err error
+		if ca, err = NewCA("relay development CA"); err != nil {
+			return nil, err
+		}
+		todo = append(todo, issued{&ca.Cert, files.CA})
+	}
+	if !keep[files.RelayClient] {
+		client, err := ca.IssueClient("relay")
+		if err != nil {
+			return nil, err
+		}
+		todo = append(todo, issued{client, files.RelayClient})
+	}
 	servers := []FilePair{files.Ingress}
 	for _, t := range tenants {
 		servers = append(servers, files.Tenants[t])
 	}
 	for _, fp := range servers {
+		if keep[fp] {
+			continue
+		}
 		c, err := ca.IssueServer("localhost", "127.0.0.1", "::1")
 		if err != nil {
 			return nil, err
@@ -270,13 +282,103 @@ func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 	for _, it := range todo {
 		if err := it.cert.WriteFiles(it.to.Cert, it.to.Key); err != nil {
 			if len(written) > 0 {
-				return nil, fmt.Errorf("%w (already written, from the new CA: %s; run it again to make a consistent set)", err, strings.Join(written, ", "))
+				again := "run it again to write the rest from the same CA"
+				if force {
+					again = "the others are of the old CA: run it again with --force to make a consistent set"
+				}
+				return nil, fmt.Errorf("%w (already written: %s; %s)", err, strings.Join(written, ", "), again)
 			}
 			return nil, err
 		}
 		written = append(written, it.to.Cert, it.to.Key)
 	}
+	for _, p := range files.Paths() {
+		if slices.Contains(written, p) {
+			files.Written = append(files.Written, p)
+		}
+	}
 	return files, nil
+}
+
+// existingDevFiles looks at which of files exist. With none it returns no
+// CA. With the CA's two files it loads the CA and returns the pairs that
+// exist whole, to keep. Anything else is refused: certificates without
+// the CA that issued them, or half a pair.
+func existingDevFiles(files *DevFiles) (*CA, map[FilePair]bool, error) {
+	pairs := []FilePair{files.CA, files.RelayClient, files.Ingress}
+	for _, fp := range files.Tenants {
+		pairs = append(pairs, fp)
+	}
+	exists := func(name string) (bool, error) {
+		_, err := os.Lstat(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("devca: %w", err)
+		}
+		return true, nil
+	}
+	keep := map[FilePair]bool{}
+	var existing []string
+	for _, fp := range pairs {
+		c, err := exists(fp.Cert)
+		if err != nil {
+			return nil, nil, err
+		}
+		k, err := exists(fp.Key)
+		if err != nil {
+			return nil, nil, err
+		}
+		switch {
+		case c && k:
+			keep[fp] = true
+			existing = append(existing, fp.Cert, fp.Key)
+		case c || k:
+			return nil, nil, fmt.Errorf("devca: %s and %s: one exists without the other; remove it, or --force replaces every file, with a new CA", fp.Cert, fp.Key)
+		}
+	}
+	if len(existing) == 0 {
+		return nil, keep, nil
+	}
+	if !keep[files.CA] {
+		return nil, nil, fmt.Errorf("devca: %s already exist(s) but the CA that issued them (%s) does not (--force replaces them all, with a new CA)", strings.Join(existing, ", "), files.CA.Cert)
+	}
+	ca, err := LoadCA(files.CA.Cert, files.CA.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	// What is kept must be of this CA, or the set does not work together
+	// (a --force run that failed part way leaves the old CA's).
+	for fp := range keep {
+		if fp == files.CA {
+			continue
+		}
+		pair, err := tls.LoadX509KeyPair(fp.Cert, fp.Key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("devca: %w", err)
+		}
+		if err := pair.Leaf.CheckSignatureFrom(ca.Cert.Cert); err != nil {
+			return nil, nil, fmt.Errorf("devca: %s was not issued by %s (--force replaces them all, with a new CA)", fp.Cert, files.CA.Cert)
+		}
+	}
+	return ca, keep, nil
+}
+
+// LoadCA reads a CA written by InitDevCA: its certificate and its key.
+func LoadCA(certFile, keyFile string) (*CA, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("devca: CA: %w", err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("devca: CA %s: the key is not ECDSA", keyFile)
+	}
+	if !pair.Leaf.IsCA {
+		return nil, fmt.Errorf("devca: %s is not a CA certificate", certFile)
+	}
+	return &CA{Cert: Cert{Cert: pair.Leaf, Key: key}}, nil
 }
 
 // Paths returns every file InitDevCA writes, CA first and tenants in name

@@ -190,26 +190,53 @@ func TestInitDevCA(t *testing.T) {
 	require.NoError(t, h.err)
 	assert.Equal(t, "relay", h.state.PeerCertificates[0].Subject.CommonName)
 
-	t.Run("refuses to overwrite", func(t *testing.T) {
-		before, err := os.ReadFile(files.CA.Cert)
+	t.Run("keeps what exists and adds a tenant from the same CA", func(t *testing.T) {
+		caBefore, err := os.ReadFile(files.CA.Cert)
 		require.NoError(t, err)
-		_, err = InitDevCA(dir, []string{"acme", "initech"}, false)
-		require.ErrorContains(t, err, "already exists (--force replaces them all, with a new CA)")
-		assert.ErrorContains(t, err, files.CA.Cert)
-		after, err := os.ReadFile(files.CA.Cert)
+		acmeBefore, err := os.ReadFile(files.Tenants["acme"].Cert)
 		require.NoError(t, err)
-		assert.Equal(t, before, after)
-		_, err = os.Stat(filepath.Join(dir, "initech.pem"))
-		assert.ErrorIs(t, err, os.ErrNotExist, "nothing is written")
+		more, err := InitDevCA(dir, []string{"acme", "initech"}, false)
+		require.NoError(t, err)
+		assert.Equal(t, []string{more.Tenants["initech"].Cert, more.Tenants["initech"].Key}, more.Written)
+		caAfter, err := os.ReadFile(files.CA.Cert)
+		require.NoError(t, err)
+		assert.Equal(t, caBefore, caAfter, "the CA is kept")
+		acmeAfter, err := os.ReadFile(files.Tenants["acme"].Cert)
+		require.NoError(t, err)
+		assert.Equal(t, acmeBefore, acmeAfter, "acme's certificate is kept")
+		// The relay's client certificate and initech's server certificate
+		// work together: same CA.
+		srv, err := NewServer(more.Tenants["initech"].Cert, more.Tenants["initech"].Key, RequireClientCert(files.CA.Cert))
+		require.NoError(t, err)
+		s := startServer(t, srv.Config())
+		conn, err := s.dial(t, newDialer(t, client, files.CA.Cert))
+		require.NoError(t, err)
+		require.NoError(t, echo(conn, "webhook"))
+		require.NoError(t, s.next(t).err)
 
-		// One existing tenant file is enough to refuse.
+		again, err := InitDevCA(dir, []string{"acme", "initech"}, false)
+		require.NoError(t, err)
+		assert.Empty(t, again.Written, "everything exists: nothing to write")
+	})
+
+	t.Run("refuses half a pair or certificates without their CA", func(t *testing.T) {
 		other := t.TempDir()
 		require.NoError(t, os.WriteFile(filepath.Join(other, "initech-key.pem"), []byte("mine"), 0o600))
-		_, err = InitDevCA(other, []string{"initech"}, false)
-		require.ErrorContains(t, err, "initech-key.pem already exists")
+		_, err := InitDevCA(other, []string{"initech"}, false)
+		require.ErrorContains(t, err, "one exists without the other")
 		entries, err := os.ReadDir(other)
 		require.NoError(t, err)
-		assert.Len(t, entries, 1)
+		assert.Len(t, entries, 1, "nothing is written")
+
+		third := t.TempDir()
+		for _, name := range []string{"ingress.pem", "ingress-key.pem"} {
+			require.NoError(t, os.WriteFile(filepath.Join(third, name), []byte("old"), 0o600))
+		}
+		_, err = InitDevCA(third, nil, false)
+		require.ErrorContains(t, err, "but the CA that issued them")
+		entries, err = os.ReadDir(third)
+		require.NoError(t, err)
+		assert.Len(t, entries, 2, "nothing is written")
 	})
 
 	t.Run("force overwrites", func(t *testing.T) {
@@ -281,6 +308,13 @@ func TestInitDevCAPartialFailureNamesWhatWasWritten(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(key, "x"), 0o755)) // a rename over it fails
 	_, err = InitDevCA(dir, []string{"acme", "globex", "zeta"}, true)
 	require.Error(t, err)
-	require.ErrorContains(t, err, "already written, from the new CA: "+filepath.Join(dir, "ca.pem"))
-	require.ErrorContains(t, err, "run it again to make a consistent set")
+	require.ErrorContains(t, err, "already written: "+filepath.Join(dir, "ca.pem"))
+	require.ErrorContains(t, err, "run it again with --force to make a consistent set")
+
+	// Without --force, the old CA's certificates left beside the new CA
+	// are not kept as if they belonged to it.
+	require.NoError(t, os.RemoveAll(key))
+	require.NoError(t, os.Remove(filepath.Join(dir, "globex.pem")))
+	_, err = InitDevCA(dir, []string{"acme", "globex", "zeta"}, false)
+	require.ErrorContains(t, err, "zeta.pem was not issued by "+filepath.Join(dir, "ca.pem"))
 }

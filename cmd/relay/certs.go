@@ -16,9 +16,11 @@ Creates a development CA in DIR and issues from it the relay's client
 certificate (relay-client.pem), the ingress server certificate (ingress.pem)
 and a server certificate for each tenant instance (<tenant>.pem), each with
 its key (*-key.pem). Server certificates are for localhost, 127.0.0.1 and ::1.
-If any of these files exists it writes none, unless --force is given: then
-it makes a new CA and replaces them all (certificates handed out from the
-old CA stop working).
+Files that exist are kept: with the CA present, it issues from it only the
+certificates missing (to add a tenant, list it with the others). It refuses
+certificates without their CA, or a certificate without its key. --force
+makes a new CA and replaces every file (certificates handed out from the
+old CA stop working). It prints the files it wrote.
 
 flags:
 `
@@ -43,7 +45,7 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "certs", "directory to write the files to (created if missing)")
 	tenants := fs.String("tenants", "", "comma-separated tenant names: letters, digits, '-', '_', '.'")
-	force := fs.Bool("force", false, "overwrite existing files")
+	force := fs.Bool("force", false, "make a new CA and replace every file")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), certsUsage)
 		fs.PrintDefaults()
@@ -71,8 +73,11 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay certs init: %v\n", err)
 		return 1
 	}
-	for _, p := range files.Paths() {
+	for _, p := range files.Written {
 		fmt.Fprintln(stdout, p)
+	}
+	if len(files.Written) == 0 {
+		fmt.Fprintln(stderr, "relay certs init: every file exists: nothing written (--force replaces them all, with a new CA)")
 	}
 	return 0
 }

@@ -45,9 +45,20 @@ func TestRunCertsInit(t *testing.T) {
 	stdout.Reset()
 	stderr.Reset()
 	code = runCerts([]string{"init", "-dir", dir}, &stdout, &stderr)
-	assert.Equal(t, 1, code, "existing files are not overwritten")
-	assert.Contains(t, stderr.String(), "already exists")
+	assert.Equal(t, 0, code, "existing files are kept")
+	assert.Contains(t, stderr.String(), "nothing written")
 	assert.Empty(t, stdout.String())
+
+	// A tenant added later: only its files are written, from the same CA.
+	stdout.Reset()
+	stderr.Reset()
+	code = runCerts([]string{"init", "-dir", dir, "--tenants", "acme,globex,initech"}, &stdout, &stderr)
+	assert.Equal(t, 0, code, "stderr: %s", stderr.String())
+	assert.Equal(t, []string{filepath.Join(dir, "initech.pem"), filepath.Join(dir, "initech-key.pem")}, strings.Fields(stdout.String()))
+	initech, err := tls.LoadX509KeyPair(filepath.Join(dir, "initech.pem"), filepath.Join(dir, "initech-key.pem"))
+	require.NoError(t, err)
+	_, err = initech.Leaf.Verify(x509.VerifyOptions{Roots: roots})
+	assert.NoError(t, err, "issued by the CA already handed out")
 
 	stdout.Reset()
 	stderr.Reset()

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -238,10 +237,12 @@ func Load(path string, getenv func(string) string, sets []string) (*Config, erro
 			c.problems = unknownKeys(doc.Content[0], reflect.TypeOf(*c), "")
 			var te *yaml.TypeError
 			if err := doc.Content[0].Decode(c); errors.As(err, &te) {
-				lines := map[int][]leaf{}
-				keyLines(doc.Content[0], "", lines)
-				for _, e := range te.Errors {
-					c.problems = append(c.problems, typeProblem(e, lines))
+				named := typeProblems(doc.Content[0], reflect.TypeOf(*c), "")
+				c.problems = append(c.problems, named...)
+				if len(named) == 0 { // not found by key: yaml's words, with the file
+					for _, e := range te.Errors {
+						c.problems = append(c.problems, fmt.Errorf("%s: %s", path, e))
+					}
 				}
 			} else if err != nil {
 				return nil, fmt.Errorf("config %s: %w", path, err)
@@ -467,59 +468,44 @@ func unknownKeys(n *yaml.Node, t reflect.Type, prefix string) []error {
 	return errs
 }
 
-// leaf is a scalar value of the file, under its key's dotted path.
-type leaf struct{ path, value string }
-
-// keyLines collects the scalar values in n by line.
-func keyLines(n *yaml.Node, prefix string, lines map[int][]leaf) {
-	if n.Kind != yaml.MappingNode {
-		return
+// typeProblems decodes each value of the mapping n into its field of t,
+// following aliases, and reports those that do not fit under their key's
+// path and the line where the key is: yaml's own errors name only a line,
+// and for an alias the anchor's.
+func typeProblems(n *yaml.Node, t reflect.Type, prefix string) []error {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
 	}
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
+		return nil
+	}
+	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		f, ok := fieldByTag(t, k.Value)
+		if !ok {
+			continue // an unknown key, reported as such
+		}
 		path := prefix + k.Value
-		items := []*yaml.Node{v}
-		if v.Kind == yaml.SequenceNode {
-			items = v.Content
+		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
+			errs = append(errs, typeProblems(v, f.Type, path+".")...)
+			continue
 		}
-		for _, item := range items {
-			if item.Kind == yaml.ScalarNode {
-				lines[item.Line] = append(lines[item.Line], leaf{path, item.Value})
+		var te *yaml.TypeError
+		if err := v.Decode(reflect.New(f.Type).Interface()); errors.As(err, &te) {
+			for _, e := range te.Errors {
+				msg := typeErrorLine.ReplaceAllString(e, "")
+				if f.Type == durationType {
+					msg += " (a duration needs a unit, e.g. 30s)"
+				}
+				errs = append(errs, fmt.Errorf("%s: %s (line %d)", path, msg, k.Line))
 			}
 		}
-		keyLines(v, path+".", lines)
 	}
+	return errs
 }
 
-var typeErrorLine = regexp.MustCompile("^line (\\d+): (.*?`(.*)`.*)$")
-
-// typeProblem rewrites one of yaml's type errors ("line 2: cannot
-// unmarshal !!int `30` into time.Duration") to name the key, as the
-// other problems do, when the line and the value tell which it is.
-func typeProblem(e string, lines map[int][]leaf) error {
-	m := typeErrorLine.FindStringSubmatch(e)
-	if m == nil {
-		return errors.New(e)
-	}
-	line, _ := strconv.Atoi(m[1])
-	var key string
-	for _, l := range lines[line] {
-		if l.value == m[3] {
-			if key != "" {
-				return errors.New(e) // two keys with that value on the line
-			}
-			key = l.path
-		}
-	}
-	if key == "" {
-		return errors.New(e)
-	}
-	msg := m[2]
-	if strings.HasSuffix(msg, "into time.Duration") {
-		msg += " (a duration needs a unit, e.g. 30s)"
-	}
-	return fmt.Errorf("%s: %s (line %d)", key, msg, line)
-}
+var typeErrorLine = regexp.MustCompile(`^line \d+: `)
 
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {

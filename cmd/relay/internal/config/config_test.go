@@ -175,7 +175,23 @@ func TestTypeProblemsNameTheKey(t *testing.T) {
 	all := strings.Join(lines, "\n")
 	require.Contains(t, all, "ingress.read_timeout: cannot unmarshal !!int `30` into time.Duration (a duration needs a unit, e.g. 30s) (line 2)")
 	require.Contains(t, all, "ingress.max_body_bytes: cannot unmarshal !!str `abc` into int (line 3)")
-	require.Contains(t, all, "line 4: cannot unmarshal", "a value that is no scalar keeps yaml's own words")
+	require.Contains(t, all, "meta.app_secrets: cannot unmarshal !!seq into string (line 4)")
+
+	// Through an alias yaml names the anchor's line; the key at fault is
+	// the one using it. A long value (yaml shortens it) is named too.
+	path = write(t, dir, "alias.yaml", "ingress:\n  max_body_bytes: &n 30000\n  read_timeout: eight-seconds-or-so\nkafka:\n  produce_timeout: *n\n  client_id: &c abc\n  max_batch_bytes: *c\n")
+	c, err = Load(path, noEnv, nil)
+	require.NoError(t, err)
+	lines = lines[:0]
+	for _, e := range c.Validate() {
+		lines = append(lines, e.Error())
+	}
+	all = strings.Join(lines, "\n")
+	require.Contains(t, all, "kafka.produce_timeout: cannot unmarshal !!int `30000` into time.Duration (a duration needs a unit, e.g. 30s) (line 5)")
+	require.Contains(t, all, "kafka.max_batch_bytes: cannot unmarshal !!str `abc` into int (line 7)")
+	require.Contains(t, all, "ingress.read_timeout: cannot unmarshal !!str `eight-s...` into time.Duration")
+	require.NotContains(t, all, "ingress.max_body_bytes:", "the anchor's key is fine")
+	require.NotContains(t, all, "kafka.client_id:")
 }
 
 func TestKeysHaveEnvNames(t *testing.T) {

@@ -293,7 +293,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		if err == nil {
 			rd.RelayOverCeiling = ratio(rd.Relay, rd.Ceiling)
 			if rd.Relay.OKPerSec <= 0 {
-				err = errors.New("bench: the relay answered nothing: no half-rate run")
+				err = errors.New("bench: the relay answered nothing 2xx: no half-rate run")
 			} else {
 				half := closed(label("relay@50%", round), t.URL, payloads)
 				half.Concurrency = 0

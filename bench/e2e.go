@@ -378,7 +378,7 @@ func (res *E2EResult) fill(sum *LedgerSummary, ws, we, loadEnd time.Time, window
 	// the warmup's events delivered in the window).
 	d.Latency, d.Spectrum, d.Histogram = sum.Latency.Percentiles(), sum.Latency.Spectrum(), sum.Latency
 	d.Requests = sum.Latency.Count()
-	d.RequestsPerSec = res.DeliveredPerSec
+	d.RequestsPerSec, d.OKPerSec = res.DeliveredPerSec, res.DeliveredPerSec
 	d.Status = map[string]int64{"200": sum.Latency.Count()}
 	d.Errors = 0
 	res.Delivery = d

@@ -382,7 +382,9 @@ func (g *generator) finish(ctx context.Context, measured bool, start time.Time, 
 	if ctx.Err() != nil {
 		return // cut short: the outcome is the cancellation's doing
 	}
-	g.completed.Add(1)
+	if err == nil {
+		g.completed.Add(1) // the progress lines' rate, as the summary's: answers
+	}
 	if !measured {
 		// Sent during the warmup: no latency or status, but a completion
 		// inside the window is throughput like any other.
@@ -390,9 +392,13 @@ func (g *generator) finish(ctx context.Context, measured bool, start time.Time, 
 		return
 	}
 	if err != nil {
+		// A request that waited before it failed (timed out, or the
+		// server closed the connection after a stall) shows that wait in
+		// the latencies; one refused at once says nothing of the target's
+		// speed.
 		latency := time.Duration(-1)
-		if isTimeout(err) {
-			latency = done.Sub(start)
+		if d := done.Sub(start); isTimeout(err) || d >= failPause {
+			latency = d
 		}
 		g.rec.RecordError(done, latency, err)
 		return

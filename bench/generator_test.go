@@ -355,3 +355,37 @@ func TestThroughputCountsWarmupRequestsCompletedInTheWindow(t *testing.T) {
 	require.InDelta(t, float64(inWindow), res.RequestsPerSec, 0.1*float64(inWindow))
 	require.InDelta(t, float64(inWindow), res.Series[0].RPS, 0.1*float64(inWindow))
 }
+
+// A server that reads each request, stalls, then closes the connection:
+// the requests waited, and their wait must count in the latencies, though
+// no answer and no timeout ended them. The progress lines' rate, like the
+// summary's, counts answers only.
+func TestGeneratorStallThenCloseShowsInTheLatencies(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Read(make([]byte, 64<<10))
+				time.Sleep(200 * time.Millisecond)
+			}()
+		}
+	}()
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), Config{
+		URL: "http://" + ln.Addr().String() + "/", Concurrency: 2, Duration: 1200 * time.Millisecond, Progress: &progress,
+	})
+	require.NoError(t, err)
+	t.Logf("latency %+v, status %v, progress:\n%s", res.Latency, res.Status, progress.String())
+	require.Positive(t, res.Status["error"])
+	require.Equal(t, res.Status["error"], res.Histogram.Count(), "every one of them waited")
+	require.GreaterOrEqual(t, res.Latency.P50, 190.0)
+	require.Zero(t, res.RequestsPerSec)
+	require.Contains(t, progress.String(), "       0 req/s")
+}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -283,4 +284,21 @@ func TestBenchLedgerLatencyPassesAMinute(t *testing.T) {
 	require.Zero(t, s.Lost)
 	within(t, 90_000, s.Latency.Percentiles().Max)
 	require.Zero(t, s.Latency.Clamped())
+}
+
+// e2e's delivery run states one rate: its 2xx rate, the contract's
+// ok_per_sec, is the delivered rate, as its requests_per_sec is.
+func TestBenchE2EDeliveryRatesAgree(t *testing.T) {
+	l := NewLedger()
+	ws := time.Now()
+	for i := range 230 {
+		body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"%d","time":1}]}`, i)
+		_, err := l.Sent(body, ws, true, true)
+		require.NoError(t, err)
+		l.Received(relay.NewEventID(body).String(), ws.Add(time.Duration(i)*10*time.Millisecond))
+	}
+	res := &E2EResult{Ingest: &Result{RequestsPerSec: 100}}
+	res.fill(l.Summary(), ws, ws.Add(2*time.Second), ws.Add(2*time.Second), 2*time.Second)
+	require.InDelta(t, res.DeliveredPerSec, res.Delivery.RequestsPerSec, 1e-9)
+	require.InDelta(t, res.DeliveredPerSec, res.Delivery.OKPerSec, 1e-9)
 }

@@ -11,17 +11,18 @@ import (
 const maxErrorKinds = 16
 
 // Point is one second of a run's time series. Requests are attributed to the
-// second in which they completed (or, never sent, were given up).
+// second in which they completed; open-loop requests dropped unsent add
+// only their latency, to the second they were given up in.
 type Point struct {
 	T        int     `json:"t"`        // seconds since the measured window began
 	Seconds  float64 `json:"seconds"`  // length of the interval: 1, less for a run cut short
-	Requests int64   `json:"requests"` // completed: answered, failed or given up
+	Requests int64   `json:"requests"` // completed: answered or failed
 	Answered int64   `json:"answered"` // those that got an HTTP answer, of any status
 	Errors   int64   `json:"errors"`   // those that failed or were not answered 2xx
 	RPS      float64 `json:"rps"`      // answered per second
-	// Latencies counts the latencies behind P50 and P99; with none, the
-	// second has no latency (every completion failed at once) and P50 and
-	// P99 are 0.
+	// Latencies counts the latencies behind P50 and P99 (those of the
+	// answered, the timed out and the dropped); with none, the second has
+	// no latency (every completion failed at once) and P50 and P99 are 0.
 	Latencies int64   `json:"latencies"`
 	P50       float64 `json:"p50_ms"`
 	P99       float64 `json:"p99_ms"`
@@ -83,11 +84,12 @@ func (r *Recorder) Record(done time.Time, latency time.Duration, status int) {
 }
 
 // RecordError adds a request that failed without a response. It counts
-// under status "error". A request that timed out (waited) gives its
-// latency, at least the timeout: a stall longer than the timeout must show
-// in the percentiles too, or they would leave out exactly the requests it
-// held up (coordinated omission). A request refused at once gives none
-// (latency < 0): its time says nothing about the target's speed.
+// under status "error". A request that waited before it failed (timed
+// out, or cut off after a stall) gives its latency: a stall longer than
+// the timeout must show in the percentiles too, or they would leave out
+// exactly the requests it held up (coordinated omission). A request
+// refused at once gives none (latency < 0): its time says nothing about
+// the target's speed.
 func (r *Recorder) RecordError(done time.Time, latency time.Duration, err error) {
 	msg := "unknown"
 	if err != nil {

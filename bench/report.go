@@ -59,7 +59,7 @@ func (rep Report) WriteHTML(w io.Writer) error {
 		page.Rows = append(page.Rows, summaryRow(runLabel(r, i), r))
 		if r.Dropped > 0 {
 			page.Warnings = append(page.Warnings, fmt.Sprintf(
-				"%s: the generator dropped %d requests: they waited longer than the timeout for a free connection (the target stalled, or too few connections) or the backlog was full. The target rate was not offered, and the latencies leave them out.",
+				"%s: the generator dropped %d requests: they waited longer than the timeout for a free connection (the target stalled, or too few connections) or the backlog was full. The target rate was not offered; the latencies count them at the time they were given up (at least the timeout), so the percentiles they reach are lower bounds.",
 				runLabel(r, i), r.Dropped))
 		}
 	}

@@ -464,7 +464,7 @@ func runBenchE2E(args []string, stdout, stderr io.Writer) int {
 	}
 	if res.Delivery == nil {
 		// Stopped before the accounting: a summary would be all zeros.
-		fmt.Fprintln(stderr, "relay bench e2e: stopped before the deliveries were counted: no summary")
+		fmt.Fprintln(stderr, "relay bench e2e: the run ended before the deliveries were counted (the error above says why): no summary")
 		return code
 	}
 	fmt.Fprintln(stdout)

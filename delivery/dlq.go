@@ -32,6 +32,18 @@ type DLQ struct {
 
 var _ DeadLetters = (*DLQ)(nil)
 
+// Bounds of what a dead letter adds to its event's record.
+const (
+	// MaxReasonBytes bounds relay-dlq-reason; a longer reason (an error's
+	// text) is cut.
+	MaxReasonBytes = 1024
+	// DeadLetterOverhead is at least what a dead letter's record is larger
+	// than its event's: the three headers it adds, with a reason of at
+	// most MaxReasonBytes. The ingress refuses an entry whose record the
+	// DLQ topic could not take with that much more (serve).
+	DeadLetterOverhead = 2 << 10
+)
+
 // DeadLetter writes ev to the DLQ with acks=all: its original key, value
 // and headers, plus relay-dlq-reason, relay-attempts and
 // relay-first-attempt-at.
@@ -41,6 +53,9 @@ func (d *DLQ) DeadLetter(ctx context.Context, ev *Event, reason string, attempts
 		if !strings.HasPrefix(h.Key, "relay-dlq-") && h.Key != HeaderDLQAttempts && h.Key != HeaderDLQFirstAttemptAt {
 			headers = append(headers, h)
 		}
+	}
+	if len(reason) > MaxReasonBytes {
+		reason = strings.ToValidUTF8(reason[:MaxReasonBytes-len("…")], "") + "…"
 	}
 	headers = append(headers,
 		kafka.Header{Key: HeaderDLQReason, Value: []byte(reason)},

@@ -111,6 +111,7 @@ type SinkMetrics struct {
 	caFailing  *prometheus.GaugeVec
 	paused     prometheus.Gauge
 	suspended  prometheus.Gauge
+	dlqFailing prometheus.Gauge
 }
 
 // NewSinkMetrics registers the instance sink's metrics on reg.
@@ -150,12 +151,16 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 			Name: "relay_delivery_suspended_tenants",
 			Help: "Tenants suspended after their instance answered 410 Gone, until their configuration changes.",
 		}),
+		dlqFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_delivery_dlq_write_failing",
+			Help: "Dead letters Kafka has refused so far and that are being retried; each holds its tenant's partition (nothing is committed past it) until it is written.",
+		}),
 	}
 	m.caFailing = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "relay_delivery_ca_reload_failing",
 		Help: "1 while a tenant's replaced ca_file does not load (the previous CA stays in use for new connections).",
 	}, []string{"tenant"})
-	reg.MustRegister(m.deliveries, m.attempt, m.endToEnd, m.retries, m.dlq, m.breaker, m.caFailing, m.paused, m.suspended)
+	reg.MustRegister(m.deliveries, m.attempt, m.endToEnd, m.retries, m.dlq, m.breaker, m.caFailing, m.paused, m.suspended, m.dlqFailing)
 	for _, r := range []string{"delivered", "retry", "permanent", "gone"} {
 		m.deliveries.WithLabelValues(r)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/relaymw/relay/delivery/internal/backoff"
@@ -118,6 +119,11 @@ type Sink struct {
 	mu      sync.Mutex
 	tenants map[string]*instance
 	pruned  *tenant.Snapshot // the tenants file the map was last pruned to
+
+	unknownSince map[string]time.Time // tenant → first seen unknown (under pausedMu)
+
+	pausedMu sync.Mutex
+	pausedBy map[int]int // partition → handlers of it paused now
 }
 
 var (
@@ -131,7 +137,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		return nil, errors.New("delivery: the sink needs tenants, a dead-letter writer and a TLS client")
 	}
 	cfg.setDefaults()
-	return &Sink{cfg: cfg, backoff: backoff.Policy{Initial: cfg.RetryInitial, Max: cfg.RetryMax}, tenants: map[string]*instance{}}, nil
+	return &Sink{cfg: cfg, backoff: backoff.Policy{Initial: cfg.RetryInitial, Max: cfg.RetryMax}, tenants: map[string]*instance{}, pausedBy: map[int]int{}, unknownSince: map[string]time.Time{}}, nil
 }
 
 // Name implements Module.
@@ -365,6 +371,9 @@ func (s *Sink) WatchCAFiles(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		s.mu.Lock()
+		if snap := s.cfg.Tenants.Snapshot(); snap != s.pruned {
+			s.pruneLocked(snap) // a removed tenant's CA is not watched, nor its breaker reported
+		}
 		ins := make([]*instance, 0, len(s.tenants))
 		for _, in := range s.tenants {
 			ins = append(ins, in)
@@ -437,7 +446,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		if snap == nil {
 			// No tenants loaded yet: that says nothing of this event's
 			// tenant. Wait for them rather than dead-letter it.
-			if !s.pause(ctx, func() bool { return s.cfg.Tenants.Snapshot() != nil }) {
+			if !s.pause(ctx, ev.Partition, func() bool { return s.cfg.Tenants.Snapshot() != nil }) {
 				return ctx.Err()
 			}
 			continue
@@ -446,8 +455,8 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		if t == nil {
 			if !waitedForTenant {
 				waitedForTenant = true
-				deadline := time.Now().Add(s.cfg.UnknownTenantWait)
-				if !s.pause(ctx, func() bool {
+				deadline := s.unknownDeadline(ev.Tenant)
+				if !s.pause(ctx, ev.Partition, func() bool {
 					snap := s.cfg.Tenants.Snapshot()
 					return time.Now().After(deadline) || (snap != nil && snap.Tenant(ev.Tenant) != nil)
 				}) {
@@ -459,7 +468,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		}
 		if t.Instance.Mode != tenant.ModePush {
 			// Not ours to push; wait for the tenant's settings to change.
-			if !s.pause(ctx, func() bool { return s.changed(t) }) {
+			if !s.pause(ctx, ev.Partition, func() bool { return s.changed(t) }) {
 				return ctx.Err()
 			}
 			continue
@@ -471,7 +480,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		if err != nil {
 			// A CA file not there yet, say: retry it, and follow setting changes.
 			s.cfg.Logger.Error("tenant cannot be delivered to; retrying", "tenant", t.ID, "err", err)
-			if !s.pause(ctx, func() bool {
+			if !s.pause(ctx, ev.Partition, func() bool {
 				_, err := s.instanceFor(t)
 				return err == nil || s.changed(t)
 			}) {
@@ -480,7 +489,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			continue
 		}
 		if in.isSuspended() {
-			if !s.pause(ctx, func() bool { return s.changed(t) }) {
+			if !s.pause(ctx, ev.Partition, func() bool { return s.changed(t) }) {
 				return ctx.Err()
 			}
 			continue
@@ -490,7 +499,7 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		}
 		if in.breaker.State() == gobreaker.StateOpen {
 			// Paused: no attempts, no fetching, until the breaker lets a probe through.
-			if !s.pause(ctx, func() bool { return in.breaker.State() != gobreaker.StateOpen }) {
+			if !s.pause(ctx, ev.Partition, func() bool { return in.breaker.State() != gobreaker.StateOpen }) {
 				return ctx.Err()
 			}
 			continue
@@ -557,8 +566,32 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			m.retries.Inc()
 		}
 		s.cfg.Logger.Debug("delivery failed; retrying", "tenant", t.ID, "event", ev.ID, "attempt", attempts, "reason", reason(err), "in", delay)
-		if !sleep(ctx, delay) {
+		if !s.backoffWait(ctx, t, delay) {
 			return ctx.Err()
+		}
+	}
+}
+
+// backoffWait sleeps d, ending early when t's settings change or t is
+// removed (the next loop then uses the new settings); false if ctx ended.
+func (s *Sink) backoffWait(ctx context.Context, t *tenant.Tenant, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	poll := time.NewTicker(s.cfg.ConfigPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-poll.C:
+			if s.changed(t) {
+				return true
+			}
 		}
 	}
 }
@@ -641,28 +674,62 @@ func (s *Sink) deadLetter(ctx context.Context, ev *Event, kind, why string, atte
 		first = time.Now()
 	}
 	s.cfg.Logger.Warn("dead-lettering event", "tenant", ev.Tenant, "event", ev.ID, "offset", ev.Offset, "reason", why, "attempts", attempts)
+	m := s.cfg.Metrics
 	for n := 1; ; n++ {
 		err := s.cfg.DeadLetters.DeadLetter(ctx, ev, why, attempts, first)
 		if err == nil {
-			if m := s.cfg.Metrics; m != nil {
+			if m != nil {
 				m.dlq.WithLabelValues(kind).Inc()
 			}
 			return nil
 		}
-		s.cfg.Logger.Error("writing to the dead-letter topic failed; retrying", "tenant", ev.Tenant, "event", ev.ID, "err", err)
+		if n == 1 {
+			// The tenant's partition waits for this write: nothing is
+			// committed past an event neither delivered nor dead-lettered.
+			// Say so where an SRE looks.
+			defer s.pausing(ev.Partition)()
+			if m != nil {
+				m.dlqFailing.Inc()
+				defer m.dlqFailing.Dec()
+			}
+		}
+		msg := "writing to the dead-letter topic failed; retrying, and the tenant's deliveries wait for it"
+		if errors.Is(err, kafka.MessageSizeTooLarge) {
+			msg = "the dead-letter topic refuses this dead letter as too large: raise its max.message.bytes; retrying, and the tenant's deliveries wait for it"
+		}
+		s.cfg.Logger.Error(msg, "tenant", ev.Tenant, "event", ev.ID, "bytes", len(ev.Value), "err", err)
 		if !sleep(ctx, min(time.Duration(n)*time.Second, 30*time.Second)) {
 			return ctx.Err()
 		}
 	}
 }
 
+// unknownDeadline is when an event of the unknown tenant id stops waiting
+// for it: UnknownTenantWait after the first of its events found it
+// unknown, not after each one (a removed tenant's backlog would go to the
+// DLQ at one event per wait).
+func (s *Sink) unknownDeadline(id string) time.Time {
+	s.pausedMu.Lock()
+	defer s.pausedMu.Unlock()
+	if snap := s.cfg.Tenants.Snapshot(); snap != nil {
+		for k := range s.unknownSince {
+			if snap.Tenant(k) != nil {
+				delete(s.unknownSince, k) // known again: a later removal waits anew
+			}
+		}
+	}
+	since, ok := s.unknownSince[id]
+	if !ok {
+		since = time.Now()
+		s.unknownSince[id] = since
+	}
+	return since.Add(s.cfg.UnknownTenantWait)
+}
+
 // pause waits until resume reports true or ctx ends, counting the
 // partition as paused meanwhile; false if ctx ended it.
-func (s *Sink) pause(ctx context.Context, resume func() bool) bool {
-	if m := s.cfg.Metrics; m != nil {
-		m.paused.Inc()
-		defer m.paused.Dec()
-	}
+func (s *Sink) pause(ctx context.Context, partition int, resume func() bool) bool {
+	defer s.pausing(partition)()
 	t := time.NewTicker(min(s.cfg.ConfigPoll, s.cfg.Breaker.OpenFor/4+time.Millisecond))
 	defer t.Stop()
 	for !resume() {
@@ -673,6 +740,28 @@ func (s *Sink) pause(ctx context.Context, resume func() bool) bool {
 		}
 	}
 	return true
+}
+
+// pausing counts partition as paused until the returned func is called:
+// once, however many handlers of its window wait.
+func (s *Sink) pausing(partition int) (done func()) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return func() {}
+	}
+	s.pausedMu.Lock()
+	if s.pausedBy[partition]++; s.pausedBy[partition] == 1 {
+		m.paused.Inc()
+	}
+	s.pausedMu.Unlock()
+	return func() {
+		s.pausedMu.Lock()
+		if s.pausedBy[partition]--; s.pausedBy[partition] == 0 {
+			delete(s.pausedBy, partition)
+			m.paused.Dec()
+		}
+		s.pausedMu.Unlock()
+	}
 }
 
 // changed reports whether t's settings differ from the ones in force.

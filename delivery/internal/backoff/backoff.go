@@ -3,6 +3,7 @@
 package backoff
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -47,6 +48,9 @@ func RetryAfter(v string, now time.Time) time.Duration {
 	if s, err := strconv.Atoi(v); err == nil {
 		if s < 0 {
 			return 0
+		}
+		if s > int(math.MaxInt64/int64(time.Second)) {
+			return time.Duration(math.MaxInt64) // "much later": the caller caps it (max_age)
 		}
 		return time.Duration(s) * time.Second
 	}

@@ -332,9 +332,10 @@ func (s *server) setup(ctx context.Context) error {
 // records as large as the relay may write: topics made before the relay
 // (or by hand) keep their operators' max.message.bytes, Kafka's default
 // being 1 MiB. It returns the smallest such limit of the topics the
-// ingress writes (0 if none is too small), for the ingress to refuse a
-// body with a larger entry before writing any of it (413); a dead letter
-// that large could not be written, and its partition would wait.
+// ingress writes, less delivery.DeadLetterOverhead for the DLQ (0 if none
+// is too small), for the ingress to refuse a body with a larger entry
+// before writing any of it (413): an event whose dead letter the DLQ
+// refused would hold its tenant's partition until the topic is changed.
 func (s *server) checkRecordLimits(ctx context.Context, cfg *config.Config) (maxRecord int) {
 	// A body's record: its value, a little larger than the body, its
 	// headers and its batch's header fit in 4 KiB more.
@@ -347,12 +348,21 @@ func (s *server) checkRecordLimits(ctx context.Context, cfg *config.Config) (max
 			s.logger.Warn("could not check the topic's record size limit", "topic", topic, "err", err)
 			continue
 		}
-		if n, err := strconv.Atoi(v); err == nil && n < need {
-			if topic != cfg.Kafka.Topics.DLQ && (maxRecord == 0 || n < maxRecord) {
-				maxRecord = n
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			continue
+		}
+		record, needed := n, need // the largest event record the topic takes, and what it should take
+		if topic == cfg.Kafka.Topics.DLQ {
+			// A dead letter is its event's record and a little more.
+			record, needed = n-delivery.DeadLetterOverhead, need+delivery.DeadLetterOverhead
+		}
+		if n < needed {
+			if maxRecord == 0 || record < maxRecord {
+				maxRecord = max(record, 1)
 			}
 			s.logger.Warn("the topic refuses records as large as the relay may write: raise its max.message.bytes, or lower ingress.max_body_bytes (and kafka.max_batch_bytes)",
-				"topic", topic, "max.message.bytes", n, "needed", need,
+				"topic", topic, "max.message.bytes", n, "needed", needed,
 				"ingress.max_body_bytes", cfg.Ingress.MaxBodyBytes, "kafka.max_batch_bytes", cfg.Kafka.MaxBatchBytes)
 		}
 	}

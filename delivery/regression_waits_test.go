@@ -1,0 +1,205 @@
+package delivery
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+)
+
+// These come from a review of delivery at its seams: reloads, revocations,
+// odd answers and a dead-letter topic that refuses.
+
+// An instance answering 503 with a Retry-After of more seconds than
+// time.Duration holds asked for "much later". The delay wrapped around to
+// a fraction of a second: the instance was hammered and the event
+// dead-lettered for max_attempts long before max_age.
+func TestRegressionHugeRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
+		w.Header().Set("Retry-After", "18446744074") // ~584 years
+		return http.StatusServiceUnavailable
+	})
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+	e.start("relay.test.huge-retry-after", func(c *SinkConfig) {
+		c.MaxAge = time.Hour
+		c.MaxAttempts = 5
+		c.Breaker = BreakerConfig{Failures: 100, OpenFor: time.Minute}
+	}, nil)
+	require.Eventually(t, func() bool { return inst.count() >= 1 }, waitFor, tick)
+	require.Never(t, func() bool { return inst.count() > 1 }, 2*time.Second, 50*time.Millisecond,
+		"the instance asked for centuries: no second attempt")
+	require.Empty(t, e.deadLetters("acme"), "no dead letter before max_age")
+}
+
+// relay_delivery_paused_partitions counts partitions: with a tenant's
+// max_in_flight above 1, each handler of its window waiting on the open
+// breaker counted the one partition again.
+func TestRegressionPausedPartitionsCountsPartitions(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusServiceUnavailable))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t), MaxInFlight: 4})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 8)...)
+	r := e.start("relay.test.paused-once", func(c *SinkConfig) {
+		c.Breaker = BreakerConfig{Failures: 2, OpenFor: 20 * time.Second}
+	}, nil)
+	require.Eventually(t, func() bool { return r.gauge("relay_delivery_breaker_state", "tenant", "acme") == 2 }, waitFor, tick)
+	require.Eventually(t, func() bool { return r.gauge("relay_delivery_paused_partitions") == 1 }, waitFor, tick)
+	require.Never(t, func() bool { return r.gauge("relay_delivery_paused_partitions") > 1 }, time.Second, 20*time.Millisecond,
+		"one partition is paused, however many of its handlers wait")
+}
+
+// The tenants file points the tenant at a new, healthy instance while an
+// event waits out the old one's Retry-After (up to max_age, 72 h): the new
+// settings are used at once, not when the wait ends.
+func TestRegressionSettingsChangeEndsARetryWait(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	old := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
+		w.Header().Set("Retry-After", "3600")
+		return http.StatusServiceUnavailable
+	})
+	healthy := newInstance(t, e.ca, e.caFile, answer(200))
+	secret := newSecret(t)
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: old.URL, CAFile: e.caFile, Secret: secret})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 2)...)
+	e.start("relay.test.new-url-in-wait", nil, nil)
+	require.Eventually(t, func() bool { return old.count() >= 1 }, waitFor, tick)
+
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: healthy.URL, CAFile: e.caFile, Secret: secret})
+	require.Eventually(t, func() bool { return len(healthy.delivered()) == 2 }, 8*time.Second, tick,
+		"the new instance got nothing: the old one's Retry-After still held the event")
+}
+
+// A tenant removed while its event waits out its instance's Retry-After:
+// the event goes to the DLQ after UnknownTenantWait, not when the wait ends.
+func TestRegressionRemovalEndsARetryWait(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 2)
+	old := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
+		w.Header().Set("Retry-After", "3600")
+		return http.StatusServiceUnavailable
+	})
+	other := newInstance(t, e.ca, e.caFile, answer(200))
+	b := tenantConf{ID: "globex", Account: "2", URL: other.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: old.URL, CAFile: e.caFile, Secret: newSecret(t)}, b)
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+	e.start("relay.test.removed-in-wait", nil, nil) // UnknownTenantWait 300ms
+	require.Eventually(t, func() bool { return old.count() >= 1 }, waitFor, tick)
+	e.setTenants(b)
+	require.Eventually(t, func() bool { return len(e.deadLetters("acme")) == 1 }, 8*time.Second, tick)
+}
+
+// A removed tenant's backlog went to the DLQ at one event per
+// UnknownTenantWait (30 s by default: 10,000 events took three and a half
+// days), each event waiting the whole wait on its own. The wait runs from
+// the first of its events found unknown.
+func TestRegressionRemovedTenantsBacklogWaitsOnce(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	p := e.partition("acme")
+	e.setTenants(tenantConf{ID: "other", Account: "2", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	e.produce(p, simpleEvents("acme", "1", "acme", 6)...)
+	start := time.Now()
+	e.start("relay.test.removed-backlog", func(c *SinkConfig) { c.UnknownTenantWait = time.Second }, nil)
+	require.Eventually(t, func() bool { return len(e.deadLetters("acme")) == 6 }, 15*time.Second, tick)
+	require.Less(t, time.Since(start), 4*time.Second, "each event waited UnknownTenantWait on its own")
+}
+
+// A tenant removed with its ca_file: on an idle relay (no event to make
+// the sink look tenants up) its CA went on being reloaded, logged as
+// failing and reported, and its breaker series stayed.
+func TestRegressionRemovedTenantsCAIsNotWatched(t *testing.T) {
+	sc := newCAScene(t)
+	sc.e.setTenants(tenantConf{ID: "other", Account: "2", URL: "https://127.0.0.1:1/", CAFile: sc.e.caFile, Secret: newSecret(t)})
+	require.NoError(t, os.Remove(sc.caFile))
+	require.Never(t, func() bool { return sc.failing() != 0 }, 500*time.Millisecond, 10*time.Millisecond,
+		"a removed tenant's ca_file reported failing")
+	require.Empty(t, breakerTenants(t, sc.reg), "a removed tenant's breaker still reported")
+}
+
+// The DLQ topic refuses a dead letter for good (its max.message.bytes
+// below the record). Nothing may be committed past the event, so the
+// tenant's partition waits, which used to show nowhere but the log: it
+// now counts as paused and in relay_delivery_dlq_write_failing, and goes
+// on by itself once the topic takes the record.
+func TestRegressionRefusedDeadLetterHoldsThePartitionVisibly(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	e.setTopicConfig(testDLQTopic, "max.message.bytes", "4000")
+	var n atomic.Int32
+	inst := newInstance(t, e.ca, e.caFile, func(http.ResponseWriter, *http.Request, *hit) int {
+		if n.Add(1) == 1 {
+			return http.StatusBadRequest // the first event: dead-letter it
+		}
+		return http.StatusOK
+	})
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	p := e.partition("acme")
+	evs := simpleEvents("acme", "1", "acme", 2)
+	evs[0].Value = []byte(`{"object":"page","entry":[{"id":"1","pad":"` + strings.Repeat("x", 3990) + `"}]}`)
+	e.produce(p, evs...)
+	const group = "relay.test.dlq-refuses"
+	r := e.start(group, nil, nil)
+	require.Eventually(t, func() bool {
+		return r.gauge("relay_delivery_dlq_write_failing") == 1 && r.gauge("relay_delivery_paused_partitions") == 1
+	}, waitFor, tick)
+	require.Empty(t, inst.delivered())
+	require.EqualValues(t, -1, e.committed(group, p), "nothing committed past an event neither delivered nor dead-lettered")
+
+	e.setTopicConfig(testDLQTopic, "max.message.bytes", "1048576")
+	require.Eventually(t, func() bool { return len(inst.delivered()) == 1 && len(e.deadLetters("acme")) == 1 }, 30*time.Second, tick)
+	require.Eventually(t, func() bool {
+		return r.gauge("relay_delivery_dlq_write_failing") == 0 && r.gauge("relay_delivery_paused_partitions") == 0
+	}, waitFor, tick)
+}
+
+// A dead letter's reason is bounded, so that DeadLetterOverhead holds
+// whatever error text it carries.
+func TestDeadLetterReasonIsBounded(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	dlq := &DLQ{Client: e.client, Topic: testDLQTopic, Events: testEventsTopic}
+	ev := simpleEvents("acme", "1", "acme", 1)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	event := &Event{Topic: testEventsTopic, Key: []byte("acme"), Value: ev.Value, Headers: ev.headers(), Time: time.Now(), Tenant: "acme", ID: ev.ID}
+	require.NoError(t, dlq.DeadLetter(ctx, event, strings.Repeat("é", MaxReasonBytes), 1, time.Now()))
+	dls := e.deadLetters("acme")
+	require.Len(t, dls, 1)
+	require.LessOrEqual(t, len(dls[0].Reason), MaxReasonBytes)
+	require.True(t, strings.HasSuffix(dls[0].Reason, "…"))
+	var added int
+	for _, h := range dls[0].Headers {
+		switch h.Key {
+		case HeaderDLQReason, HeaderDLQAttempts, HeaderDLQFirstAttemptAt:
+			added += len(h.Key) + len(h.Value) + 10 // and their length varints
+		}
+	}
+	require.Less(t, added, DeadLetterOverhead)
+}
+
+func (e *testEnv) setTopicConfig(topic, name, value string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := e.client.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+		Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: name, Value: value, ConfigOperation: kafka.ConfigOperationSet}},
+	}}})
+	require.NoError(e.t, err)
+	for _, r := range res.Resources {
+		require.NoError(e.t, r.Error)
+	}
+}

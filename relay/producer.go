@@ -460,6 +460,10 @@ type part struct {
 type wireRecord struct {
 	src  *Record
 	part int
+	// resolved: the record was sent on its own (resolveTooLarge), and err,
+	// not its part's, is its outcome.
+	resolved bool
+	err      error
 }
 
 // take moves queued batches into f, up to one request's worth. p.mu is held.
@@ -512,7 +516,9 @@ func (p *Producer) send(f *flush) {
 				pt.err = err
 			}
 		}
-		if err := p.sendRound(ctx, f, round); err != nil {
+		p.sendRound(ctx, f, round)
+		p.resolveTooLarge(ctx, f, round)
+		if err := f.roundErr(round); err != nil && failed == nil {
 			failed = err
 		}
 	}
@@ -530,7 +536,12 @@ func (p *Producer) send(f *flush) {
 	for _, b := range f.batches {
 		var err error
 		for range b.Records {
-			if e := f.parts[f.recs[ri].part].err; e != nil && err == nil {
+			w := &f.recs[ri]
+			e := f.parts[w.part].err
+			if w.resolved {
+				e = w.err
+			}
+			if e != nil && err == nil {
 				err = e
 			}
 			ri++
@@ -557,6 +568,81 @@ func (f *flush) markAbandoned() {
 	f.abandonedMu.Lock()
 	f.abandoned = true
 	f.abandonedMu.Unlock()
+}
+
+// resolveTooLarge settles the parts of round the broker refused as too
+// large. A refused batch of several records does not say which is too
+// large, if any (records that each fit may be batched past a topic's
+// limit that serve could not read, or that was lowered since): each is
+// sent on its own, in order, so that only a record refused alone gets
+// ErrRecordTooLarge (413, retrying cannot help) and the others are
+// written. Such a record never lands, so the partition's later records
+// may go on past it; any other failure stops them, to keep the order.
+// When every record fit, batches are bounded below the refused one's size
+// from now on.
+func (p *Producer) resolveTooLarge(ctx context.Context, f *flush, round int) {
+	for i := range f.parts {
+		pt := &f.parts[i]
+		if pt.round != round || !errors.Is(pt.err, ErrRecordTooLarge) {
+			continue
+		}
+		refused, refusedBytes := pt.err, pt.end-pt.start
+		var stop error // a failure other than too large: later records wait
+		if len(pt.recs) == 1 {
+			pt.recs[0].resolved, pt.recs[0].err = true, refused
+			pt.err = nil
+			continue
+		}
+		allFit := true
+		for _, w := range pt.recs {
+			w.resolved = true
+			if stop == nil && ctx.Err() != nil {
+				stop = fmt.Errorf("produce: %w", ctx.Err())
+			}
+			if stop != nil {
+				w.err = stop
+				continue
+			}
+			single := &part{partKey: pt.partKey, recs: []*wireRecord{w}}
+			single.start = len(f.buf)
+			f.buf = appendRecordBatch(f.buf, single.recs, time.Now().UnixMilli())
+			single.end = len(f.buf)
+			p.roundTrip(ctx, f, []*part{single})
+			switch {
+			case single.err == nil:
+			case errors.Is(single.err, ErrRecordTooLarge):
+				w.err, allFit = single.err, false
+			default:
+				w.err, stop = single.err, single.err
+			}
+		}
+		pt.err = stop
+		if allFit && stop == nil {
+			p.LimitBatchBytes(refusedBytes - 1)
+			p.cfg.Logger.Warn("the broker refused a batch of records that each fit as too large: batches are now smaller than it (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
+				"topic", pt.topic, "batch_bytes", refusedBytes, "err", refused)
+		}
+	}
+}
+
+// roundErr returns the first error of round's parts or of their records
+// sent on their own, nil if all were written.
+func (f *flush) roundErr(round int) error {
+	for i := range f.parts {
+		pt := &f.parts[i]
+		if pt.round != round {
+			continue
+		}
+		if pt.err != nil {
+			return pt.err
+		}
+		for _, w := range pt.recs {
+			if w.resolved && w.err != nil {
+				return w.err
+			}
+		}
+	}
+	return nil
 }
 
 // failedBefore returns the error of pt's partition in an earlier round of
@@ -627,8 +713,7 @@ func (f *flush) group(maxBatch int) {
 }
 
 // sendRound sends the parts of one round, one request per leader broker,
-// concurrently, and records each part's outcome; it returns the first
-// part's error.
+// concurrently, and records each part's outcome.
 //
 // kafka-go routes a produce request by its own cached metadata and refuses
 // one whose partitions it sees led by different brokers, before sending
@@ -636,7 +721,7 @@ func (f *flush) group(maxBatch int) {
 // disagree for a moment: the parts of such a request are sent once more,
 // grouped by the refreshed cache, rather than failing every partition
 // that shared the request with the one that moved.
-func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
+func (p *Producer) sendRound(ctx context.Context, f *flush, round int) {
 	p.route(ctx, f, func(pt *part) bool { return pt.round == round && pt.err == nil })
 	// Encode every part of the round before any request goes out: the
 	// requests read f.buf concurrently, so it must not grow under them.
@@ -665,12 +750,6 @@ func (p *Producer) sendRound(ctx context.Context, f *flush, round int) error {
 			break
 		}
 	}
-	for i := range f.parts {
-		if pt := &f.parts[i]; pt.round == round && pt.err != nil {
-			return pt.err
-		}
-	}
-	return nil
 }
 
 // route lays out the parts pick selects by leader broker in f.byLeader; a

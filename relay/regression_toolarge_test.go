@@ -1,0 +1,116 @@
+package relay
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// holdFirstProduce makes b hold the first produce request until release
+// is closed, so that the batches queued meanwhile go out in one flush; it
+// returns once that request is at the broker.
+func holdFirstProduce(t *testing.T, b *broker, p *Producer) (release chan struct{}, first chan error) {
+	t.Helper()
+	release, first = make(chan struct{}), make(chan error, 1)
+	held := make(chan struct{}, 1)
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		b.c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	go func() { first <- produceOne(p, "first") }()
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first produce request did not reach the broker")
+	}
+	return release, first
+}
+
+// produceInOrder starts Produce for each batch, in order, each once the
+// previous one is queued, and returns their answers.
+func produceInOrder(t *testing.T, p *Producer, batches ...*Batch) []chan error {
+	t.Helper()
+	errs := make([]chan error, len(batches))
+	for i, bt := range batches {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- p.Produce(context.Background(), bt) }()
+		require.Eventually(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.queue) == i+1 }, 5*time.Second, time.Millisecond)
+	}
+	return errs
+}
+
+// A record the broker refuses as too large (its topic's max.message.bytes
+// lowered after start, or unreadable at start, so the ingress's own check
+// is off) shared a flush and a partition with another caller's small
+// record, which was answered ErrRecordTooLarge too (the ingress: 413,
+// "retrying cannot help"): in the same record batch, refused whole, or in
+// a later round, which inherited the error. Only the large record is too
+// large now; the small one is written.
+func TestRegressionTooLargeRecordDoesNotFailItsNeighbours(t *testing.T) {
+	for name, maxBatch := range map[string]int{"same batch": 0, "later round": 4096} {
+		t.Run(name, func(t *testing.T) {
+			b := startBroker(t)
+			b.setMaxMessageBytes(testEvents, 4096)
+			p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, MaxBatchBytes: maxBatch, AckTimeout: 5 * time.Second})
+			release, first := holdFirstProduce(t, b, p)
+
+			big := &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(strings.Repeat("B", 8000)), Time: time.Now()}}}
+			small := &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(`{"innocent":1}`), Time: time.Now()}}}
+			errs := produceInOrder(t, p, big, small)
+			close(release)
+			require.NoError(t, <-first)
+
+			require.ErrorIs(t, <-errs[0], ErrRecordTooLarge, "the big record is refused: 413 is right for it")
+			require.NoError(t, <-errs[1], "the small record shared a flush with it, and is written")
+			require.Equal(t, []string{`{"innocent":1}`}, partitionValues(t, b, 0)[1:], "after the first, only the small record is in the log")
+		})
+	}
+}
+
+// Records that each fit the topic's max.message.bytes, batched past it
+// (kafka.max_batch_bytes above a limit serve could not read), were all
+// answered ErrRecordTooLarge. Each is now sent on its own and written,
+// and later batches stay below the size the broker refused.
+func TestRegressionRecordsThatEachFitAreWrittenWhenTheirBatchIsRefused(t *testing.T) {
+	const limit = 4096
+	b := startBroker(t)
+	b.setMaxMessageBytes(testEvents, limit)
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, MaxBatchBytes: 3 * limit, AckTimeout: 5 * time.Second})
+	release, first := holdFirstProduce(t, b, p)
+
+	rec := func(c byte) *Batch {
+		return &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(strings.Repeat(string(c), 2500)), Time: time.Now()}}}
+	}
+	x, y := rec('x'), rec('y')
+	require.Less(t, batchHeaderLen+recordSize(&x.Records[0]), limit, "each record fits the topic alone")
+	errs := produceInOrder(t, p, x, y)
+	close(release)
+	require.NoError(t, <-first)
+	require.NoError(t, <-errs[0])
+	require.NoError(t, <-errs[1])
+	values := partitionValues(t, b, 0)
+	require.Len(t, values, 3)
+	require.Equal(t, strings.Repeat("x", 2500), values[1], "in order")
+	require.Equal(t, strings.Repeat("y", 2500), values[2])
+	require.Less(t, p.maxBatch.Load(), int64(3*limit), "later batches are bounded below the refused one")
+}
+
+// partitionValues returns the values in partition of the events topic.
+func partitionValues(t *testing.T, b *broker, partition int) []string {
+	t.Helper()
+	var out []string
+	for _, r := range records(t, b.addr(), testEvents, partition+1) {
+		if r.partition == partition {
+			out = append(out, string(r.value))
+		}
+	}
+	return out
+}

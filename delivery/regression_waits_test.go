@@ -23,10 +23,7 @@ import (
 func TestRegressionHugeRetryAfterIsHonoured(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
-		w.Header().Set("Retry-After", "18446744074") // ~584 years
-		return http.StatusServiceUnavailable
-	})
+	inst := newInstance(t, e.ca, e.caFile, retryAfter("18446744074")) // ~584 years
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
 	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
 	e.start("relay.test.huge-retry-after", func(c *SinkConfig) {
@@ -64,10 +61,7 @@ func TestRegressionPausedPartitionsCountsPartitions(t *testing.T) {
 func TestRegressionSettingsChangeEndsARetryWait(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	old := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
-		w.Header().Set("Retry-After", "3600")
-		return http.StatusServiceUnavailable
-	})
+	old := newInstance(t, e.ca, e.caFile, retryAfter("3600"))
 	healthy := newInstance(t, e.ca, e.caFile, answer(200))
 	secret := newSecret(t)
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: old.URL, CAFile: e.caFile, Secret: secret})
@@ -85,10 +79,7 @@ func TestRegressionSettingsChangeEndsARetryWait(t *testing.T) {
 func TestRegressionRemovalEndsARetryWait(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 2)
-	old := newInstance(t, e.ca, e.caFile, func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
-		w.Header().Set("Retry-After", "3600")
-		return http.StatusServiceUnavailable
-	})
+	old := newInstance(t, e.ca, e.caFile, retryAfter("3600"))
 	other := newInstance(t, e.ca, e.caFile, answer(200))
 	b := tenantConf{ID: "globex", Account: "2", URL: other.URL, CAFile: e.caFile, Secret: newSecret(t)}
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: old.URL, CAFile: e.caFile, Secret: newSecret(t)}, b)
@@ -188,6 +179,14 @@ func TestDeadLetterReasonIsBounded(t *testing.T) {
 		}
 	}
 	require.Less(t, added, DeadLetterOverhead)
+}
+
+// retryAfter answers 503 with the given Retry-After.
+func retryAfter(v string) responder {
+	return func(w http.ResponseWriter, _ *http.Request, _ *hit) int {
+		w.Header().Set("Retry-After", v)
+		return http.StatusServiceUnavailable
+	}
 }
 
 func (e *testEnv) setTopicConfig(topic, name, value string) {

@@ -234,12 +234,11 @@ func Load(path string, getenv func(string) string, sets []string) (*Config, erro
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 		if len(doc.Content) > 0 {
-			c.problems = unknownKeys(doc.Content[0], reflect.TypeOf(*c), "")
+			unknown, wrongType := keyProblems(doc.Content[0], reflect.TypeOf(*c), "")
+			c.problems = append(unknown, wrongType...)
 			var te *yaml.TypeError
 			if err := doc.Content[0].Decode(c); errors.As(err, &te) {
-				named := typeProblems(doc.Content[0], reflect.TypeOf(*c), "")
-				c.problems = append(c.problems, named...)
-				if len(named) == 0 { // not found by key: yaml's words, with the file
+				if len(wrongType) == 0 { // not found by key: yaml's words, with the file
 					for _, e := range te.Errors {
 						c.problems = append(c.problems, fmt.Errorf("%s: %s", path, e))
 					}
@@ -447,48 +446,29 @@ func nonEmpty(ss []string) []string {
 	return out
 }
 
-// unknownKeys lists the mapping keys under n that t (a struct) has no
-// field for, each as "path.key: unknown key (line N)".
-func unknownKeys(n *yaml.Node, t reflect.Type, prefix string) []error {
-	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
-		return nil
-	}
-	var errs []error
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		f, ok := fieldByTag(t, k.Value)
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s%s: unknown key (line %d)", prefix, k.Value, k.Line))
-			continue
-		}
-		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
-			errs = append(errs, unknownKeys(v, f.Type, prefix+k.Value+".")...)
-		}
-	}
-	return errs
-}
-
-// typeProblems decodes each value of the mapping n into its field of t,
-// following aliases, and reports those that do not fit under their key's
-// path and the line where the key is: yaml's own errors name only a line,
-// and for an alias the anchor's.
-func typeProblems(n *yaml.Node, t reflect.Type, prefix string) []error {
+// keyProblems walks the mapping n alongside t (a struct), following
+// aliases. It lists the keys t has no field for ("path.key: unknown key
+// (line N)"), and the values that do not decode into their field, under
+// their key's path and line: yaml's own type errors name only a line, and
+// for an alias the anchor's.
+func keyProblems(n *yaml.Node, t reflect.Type, prefix string) (unknown, wrongType []error) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
 	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
-		return nil
+		return nil, nil
 	}
-	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		path := prefix + k.Value
 		f, ok := fieldByTag(t, k.Value)
 		if !ok {
-			continue // an unknown key, reported as such
+			unknown = append(unknown, fmt.Errorf("%s: unknown key (line %d)", path, k.Line))
+			continue
 		}
-		path := prefix + k.Value
 		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
-			errs = append(errs, typeProblems(v, f.Type, path+".")...)
+			u, w := keyProblems(v, f.Type, path+".")
+			unknown, wrongType = append(unknown, u...), append(wrongType, w...)
 			continue
 		}
 		var te *yaml.TypeError
@@ -498,11 +478,11 @@ func typeProblems(n *yaml.Node, t reflect.Type, prefix string) []error {
 				if f.Type == durationType {
 					msg += " (a duration needs a unit, e.g. 30s)"
 				}
-				errs = append(errs, fmt.Errorf("%s: %s (line %d)", path, msg, k.Line))
+				wrongType = append(wrongType, fmt.Errorf("%s: %s (line %d)", path, msg, k.Line))
 			}
 		}
 	}
-	return errs
+	return unknown, wrongType
 }
 
 var typeErrorLine = regexp.MustCompile(`^line \d+: `)

@@ -121,13 +121,7 @@ kafka: {brokers: ["k1"], produce_timeout: -1s, flush_interval: 2s, flush_bytes: 
 delivery: {client_cert_file: c.pem, retry_initial: 1h, retry_max: 1m}
 log: {level: loud, format: xml}
 `)
-	c, err := Load(path, noEnv, nil)
-	require.NoError(t, err)
-	var lines []string
-	for _, e := range c.Validate() {
-		lines = append(lines, e.Error())
-	}
-	all := strings.Join(lines, "\n")
+	all := problemsOf(t, path)
 	for _, field := range []string{
 		"ingress.listen", "ingress.path", "ingress.max_body_bytes", "ingress.tls", "ingress.dedupe_size: at most 67108864", "admin.listen",
 		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.flush_interval: 2s is more than 1s", "kafka.flush_bytes: must be positive", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
@@ -135,24 +129,25 @@ log: {level: loud, format: xml}
 	} {
 		require.Contains(t, all, field)
 	}
-	// Deterministic order, one line per problem.
-	again := c.Validate()
-	require.Len(t, again, len(lines))
-	for i := range again {
-		require.Equal(t, lines[i], again[i].Error())
-	}
+	require.Equal(t, all, problemsOf(t, path), "deterministic order, one line per problem")
 }
 
-func TestFileProblemsAreReportedWithTheRest(t *testing.T) {
-	dir := t.TempDir()
-	path := write(t, dir, "relay.yaml", "ingress: {listne: x, listen: nope}\nkafka: {produce_timeout: soon, embedded: {dta_dir: x}}\nbogus: 1\n")
+// problemsOf loads the file at path and returns its problems, a line each.
+func problemsOf(t *testing.T, path string) string {
+	t.Helper()
 	c, err := Load(path, noEnv, nil)
 	require.NoError(t, err)
 	var lines []string
 	for _, e := range c.Validate() {
 		lines = append(lines, e.Error())
 	}
-	all := strings.Join(lines, "\n")
+	return strings.Join(lines, "\n")
+}
+
+func TestFileProblemsAreReportedWithTheRest(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", "ingress: {listne: x, listen: nope}\nkafka: {produce_timeout: soon, embedded: {dta_dir: x}}\nbogus: 1\n")
+	all := problemsOf(t, path)
 	require.Contains(t, all, "ingress.listne: unknown key (line 1)")
 	require.Contains(t, all, "kafka.embedded.dta_dir: unknown key (line 2)")
 	require.Contains(t, all, "bogus: unknown key (line 3)")
@@ -166,13 +161,7 @@ func TestFileProblemsAreReportedWithTheRest(t *testing.T) {
 func TestTypeProblemsNameTheKey(t *testing.T) {
 	dir := t.TempDir()
 	path := write(t, dir, "relay.yaml", "ingress:\n  read_timeout: 30\n  max_body_bytes: abc\nmeta: {app_secrets: [[x]], verify_tokens: [a, b]}\n")
-	c, err := Load(path, noEnv, nil)
-	require.NoError(t, err)
-	var lines []string
-	for _, e := range c.Validate() {
-		lines = append(lines, e.Error())
-	}
-	all := strings.Join(lines, "\n")
+	all := problemsOf(t, path)
 	require.Contains(t, all, "ingress.read_timeout: cannot unmarshal !!int `30` into time.Duration (a duration needs a unit, e.g. 30s) (line 2)")
 	require.Contains(t, all, "ingress.max_body_bytes: cannot unmarshal !!str `abc` into int (line 3)")
 	require.Contains(t, all, "meta.app_secrets: cannot unmarshal !!seq into string (line 4)")
@@ -180,13 +169,7 @@ func TestTypeProblemsNameTheKey(t *testing.T) {
 	// Through an alias yaml names the anchor's line; the key at fault is
 	// the one using it. A long value (yaml shortens it) is named too.
 	path = write(t, dir, "alias.yaml", "ingress:\n  max_body_bytes: &n 30000\n  read_timeout: eight-seconds-or-so\nkafka:\n  produce_timeout: *n\n  client_id: &c abc\n  max_batch_bytes: *c\n")
-	c, err = Load(path, noEnv, nil)
-	require.NoError(t, err)
-	lines = lines[:0]
-	for _, e := range c.Validate() {
-		lines = append(lines, e.Error())
-	}
-	all = strings.Join(lines, "\n")
+	all = problemsOf(t, path)
 	require.Contains(t, all, "kafka.produce_timeout: cannot unmarshal !!int `30000` into time.Duration (a duration needs a unit, e.g. 30s) (line 5)")
 	require.Contains(t, all, "kafka.max_batch_bytes: cannot unmarshal !!str `abc` into int (line 7)")
 	require.Contains(t, all, "ingress.read_timeout: cannot unmarshal !!str `eight-s...` into time.Duration")

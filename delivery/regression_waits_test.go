@@ -202,3 +202,19 @@ func (e *testEnv) setTopicConfig(topic, name, value string) {
 		require.NoError(e.t, r.Error)
 	}
 }
+
+// An instance's Retry-After past the event's max_age: the event goes to
+// the DLQ when it is max_age old, and that is no retry, though
+// relay_delivery_retries_total counted one.
+func TestRegressionNoRetryCountedPastMaxAge(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, retryAfter("10"))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
+	r := e.start("relay.test.no-retry-past-max-age", func(c *SinkConfig) { c.MaxAge = 2 * time.Second }, nil)
+	require.Eventually(t, func() bool { return len(e.deadLetters("acme")) == 1 }, 10*time.Second, tick)
+	require.Equal(t, 1, inst.count())
+	require.Zero(t, r.gauge("relay_delivery_retries_total"), "no retry followed")
+	require.Equal(t, 1.0, r.gauge("relay_delivery_dead_letters_total", "reason", "max_age"))
+}

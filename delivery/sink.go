@@ -557,12 +557,15 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			// RetryMax (which bounds only our own backoff).
 			delay = de.RetryAfter
 		}
+		retry := true // false: the event reaches max_age first, and goes to the DLQ instead
 		if born := ev.ageOrigin(); !born.IsZero() {
 			// Never past max_age: the event is dead-lettered then, not
 			// held for as long as an instance asks.
-			delay = min(delay, max(s.cfg.MaxAge-time.Since(born), 0))
+			left := max(s.cfg.MaxAge-time.Since(born), 0)
+			retry = delay < left
+			delay = min(delay, left)
 		}
-		if m := s.cfg.Metrics; m != nil {
+		if m := s.cfg.Metrics; m != nil && retry {
 			m.retries.Inc()
 		}
 		s.cfg.Logger.Debug("delivery failed; retrying", "tenant", t.ID, "event", ev.ID, "attempt", attempts, "reason", reason(err), "in", delay)

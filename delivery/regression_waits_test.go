@@ -2,13 +2,16 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
@@ -217,4 +220,87 @@ func TestRegressionNoRetryCountedPastMaxAge(t *testing.T) {
 	require.Equal(t, 1, inst.count())
 	require.Zero(t, r.gauge("relay_delivery_retries_total"), "no retry followed")
 	require.Equal(t, 1.0, r.gauge("relay_delivery_dead_letters_total", "reason", "max_age"))
+}
+
+// recDLQ records dead letters' ids, for a Sink driven directly.
+type recDLQ struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (d *recDLQ) DeadLetter(_ context.Context, ev *Event, _ string, _ int, _ time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ids = append(d.ids, ev.ID)
+	return nil
+}
+
+func (d *recDLQ) n() int { d.mu.Lock(); defer d.mu.Unlock(); return len(d.ids) }
+
+func eventOf(tenantID, id string) *Event {
+	ev := simpleEvents(tenantID, "1", id, 1)[0]
+	e := &Event{Topic: testEventsTopic, Key: []byte(tenantID), Value: ev.Value, Headers: ev.headers(), Time: time.Now()}
+	e.fill()
+	return e
+}
+
+// A tenant removed, re-added within UnknownTenantWait, then removed
+// again: the second removal waits anew. The first removal's time was kept
+// while no other tenant's event was unknown, and the second removal's
+// events went to the DLQ at once (found in review).
+func TestRegressionTenantRemovedAgainWaitsAnew(t *testing.T) {
+	e := newTestEnv(t, 2)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	acme := tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	other := tenantConf{ID: "other", Account: "2", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)}
+	e.setTenants(acme, other)
+	dlq := &recDLQ{}
+	sc := e.testSinkConfig(prometheus.NewRegistry())
+	sc.DeadLetters = dlq
+	sc.UnknownTenantWait = 2 * time.Second
+	s, err := NewSink(sc)
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	// Removed: the event waits; re-added within the wait: delivered.
+	e.setTenants(other)
+	done := make(chan error, 1)
+	go func() { done <- s.Handle(ctx, eventOf("acme", "a")) }()
+	require.Eventually(t, func() bool { return s.unknowns.Load() == 1 }, waitFor, tick)
+	e.setTenants(acme, other)
+	require.NoError(t, <-done)
+	require.Zero(t, dlq.n())
+
+	// Known: its next event forgets the removal.
+	require.NoError(t, s.Handle(ctx, eventOf("acme", "b")))
+	require.Zero(t, s.unknowns.Load(), "known again: a later removal waits anew")
+
+	// Removed again: the wait starts over.
+	e.setTenants(other)
+	start := time.Now()
+	require.NoError(t, s.Handle(ctx, eventOf("acme", "c")))
+	require.GreaterOrEqual(t, time.Since(start), 1900*time.Millisecond)
+	require.Equal(t, 1, dlq.n())
+	require.Len(t, inst.delivered(), 2)
+}
+
+// Every tenant removed with a backlog stayed in the unknown-tenant map for
+// the life of the process, and each unknown event scanned it whole. Those
+// unknown for long are forgotten.
+func TestRegressionUnknownTenantsAreForgotten(t *testing.T) {
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(200))
+	e.setTenants(tenantConf{ID: "other", Account: "2", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	sc := e.testSinkConfig(prometheus.NewRegistry())
+	sc.DeadLetters = &recDLQ{}
+	sc.UnknownTenantWait = time.Millisecond
+	sc.ConfigPoll = 2 * time.Millisecond
+	s, err := NewSink(sc)
+	require.NoError(t, err)
+	for i := range 200 {
+		require.NoError(t, s.Handle(context.Background(), eventOf(fmt.Sprintf("gone-%d", i), "x")))
+	}
+	require.Less(t, int(s.unknowns.Load()), 200, "never pruned")
+	s.pruneUnknown(s.cfg.Tenants.Snapshot())
+	require.LessOrEqual(t, int(s.unknowns.Load()), unknownForgetAfter+1, "only the last few, unknown for less than 20 waits")
 }

@@ -120,7 +120,9 @@ type Sink struct {
 	tenants map[string]*instance
 	pruned  *tenant.Snapshot // the tenants file the map was last pruned to
 
-	unknownSince map[string]time.Time // tenant → first seen unknown (under pausedMu)
+	unknownSince   map[string]time.Time // tenant → first seen unknown (under pausedMu)
+	unknowns       atomic.Int32         // len(unknownSince)
+	unknownPruneAt int                  // len(unknownSince) that prunes it (under pausedMu)
 
 	pausedMu sync.Mutex
 	pausedBy map[int]int // partition → handlers of it paused now
@@ -283,6 +285,7 @@ func (s *Sink) instanceFor(t *tenant.Tenant) (*instance, error) {
 // connections, breakers and breaker series. s.mu is held.
 func (s *Sink) pruneLocked(snap *tenant.Snapshot) {
 	s.pruned = snap
+	s.pruneUnknown(snap)
 	if snap == nil {
 		return
 	}
@@ -373,6 +376,8 @@ func (s *Sink) WatchCAFiles(ctx context.Context, interval time.Duration) {
 		s.mu.Lock()
 		if snap := s.cfg.Tenants.Snapshot(); snap != s.pruned {
 			s.pruneLocked(snap) // a removed tenant's CA is not watched, nor its breaker reported
+		} else if s.unknowns.Load() > 0 {
+			s.pruneUnknown(snap) // tenants unknown for long
 		}
 		ins := make([]*instance, 0, len(s.tenants))
 		for _, in := range s.tenants {
@@ -452,7 +457,9 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 			continue
 		}
 		t := snap.Tenant(ev.Tenant)
-		if t == nil {
+		if t != nil {
+			s.knownAgain(ev.Tenant)
+		} else {
 			if !waitedForTenant {
 				waitedForTenant = true
 				deadline := s.unknownDeadline(ev.Tenant)
@@ -714,20 +721,56 @@ func (s *Sink) deadLetter(ctx context.Context, ev *Event, kind, why string, atte
 func (s *Sink) unknownDeadline(id string) time.Time {
 	s.pausedMu.Lock()
 	defer s.pausedMu.Unlock()
-	if snap := s.cfg.Tenants.Snapshot(); snap != nil {
-		for k := range s.unknownSince {
-			if snap.Tenant(k) != nil {
-				delete(s.unknownSince, k) // known again: a later removal waits anew
-			}
-		}
-	}
 	since, ok := s.unknownSince[id]
 	if !ok {
 		since = time.Now()
 		s.unknownSince[id] = since
+		if len(s.unknownSince) >= s.unknownPruneAt {
+			// Many tenants removed: forget those unknown for long, at
+			// a cost that doubling the threshold spreads thin.
+			s.pruneUnknownLocked(s.cfg.Tenants.Snapshot())
+			s.unknownPruneAt = max(2*len(s.unknownSince), 64)
+		}
+		s.unknowns.Store(int32(len(s.unknownSince)))
 	}
 	return since.Add(s.cfg.UnknownTenantWait)
 }
+
+// knownAgain forgets that id was unknown: a later removal waits anew. It
+// costs an event of a known tenant one atomic load while no tenant is
+// unknown.
+func (s *Sink) knownAgain(id string) {
+	if s.unknowns.Load() == 0 {
+		return
+	}
+	s.pausedMu.Lock()
+	delete(s.unknownSince, id)
+	s.unknowns.Store(int32(len(s.unknownSince)))
+	s.pausedMu.Unlock()
+}
+
+// pruneUnknown forgets tenants known in snap, and those unknown for long
+// (removed for good: their backlog has long gone to the DLQ; one event
+// coming after that waits once more).
+func (s *Sink) pruneUnknown(snap *tenant.Snapshot) {
+	s.pausedMu.Lock()
+	defer s.pausedMu.Unlock()
+	s.pruneUnknownLocked(snap)
+}
+
+func (s *Sink) pruneUnknownLocked(snap *tenant.Snapshot) {
+	old := time.Now().Add(-unknownForgetAfter * s.cfg.UnknownTenantWait)
+	for id, since := range s.unknownSince {
+		if since.Before(old) || snap != nil && snap.Tenant(id) != nil {
+			delete(s.unknownSince, id)
+		}
+	}
+	s.unknowns.Store(int32(len(s.unknownSince)))
+}
+
+// unknownForgetAfter is how many UnknownTenantWait an unknown tenant is
+// remembered for.
+const unknownForgetAfter = 20
 
 // pause waits until resume reports true or ctx ends, counting the
 // partition as paused meanwhile; false if ctx ended it.

@@ -160,16 +160,42 @@ type Producer struct {
 	wg      sync.WaitGroup
 
 	failures failureLog
-	maxBatch atomic.Int64 // MaxBatchBytes, or less (LimitBatchBytes)
+	// maxBatch bounds one partition's batch: baseBatch (MaxBatchBytes, or
+	// less: LimitBatchBytes), or less until restoreAt (unix ns, 0: not
+	// lowered) after the broker refused a batch as too large.
+	maxBatch, baseBatch, restoreAt atomic.Int64
 }
 
 // LimitBatchBytes lowers the bound of one partition's batch to n when the
 // topics accept no more (their max.message.bytes): a batch is refused
 // whole, so records that each fit must not be batched past it.
 func (p *Producer) LimitBatchBytes(n int) {
+	if n > 0 && int64(n) < p.baseBatch.Load() {
+		p.baseBatch.Store(int64(n))
+		p.maxBatch.Store(min(p.maxBatch.Load(), int64(n)))
+	}
+}
+
+// batchBoundHold is how long a batch bound lowered after a refusal holds:
+// a topic's limit lowered for a moment, or a refusal that was not about
+// size, must not keep batches small for good.
+const batchBoundHold = time.Minute
+
+// lowerBatchBound lowers the batch bound to n for batchBoundHold.
+func (p *Producer) lowerBatchBound(n int) {
 	if n > 0 && int64(n) < p.maxBatch.Load() {
 		p.maxBatch.Store(int64(n))
 	}
+	p.restoreAt.Store(time.Now().Add(batchBoundHold).UnixNano())
+}
+
+// batchBound returns the bound of one partition's batch for a flush
+// starting now, back at baseBatch once a lowered bound's hold ended.
+func (p *Producer) batchBound(now time.Time) int {
+	if at := p.restoreAt.Load(); at != 0 && now.UnixNano() > at && p.restoreAt.CompareAndSwap(at, 0) {
+		p.maxBatch.Store(p.baseBatch.Load())
+	}
+	return int(p.maxBatch.Load())
 }
 
 var _ Writer = (*Producer)(nil)
@@ -187,6 +213,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		full:   make(chan struct{}, 1),
 	}
 	p.maxBatch.Store(int64(cfg.MaxBatchBytes))
+	p.baseBatch.Store(int64(cfg.MaxBatchBytes))
 	p.cond = sync.NewCond(&p.mu)
 	p.leaders.client = p.client
 	p.wg.Add(cfg.MaxInFlight)
@@ -458,10 +485,11 @@ type part struct {
 
 // wireRecord is one record of a flush and the part that carries it.
 type wireRecord struct {
-	src  *Record
-	part int
-	// resolved: the record was sent on its own (resolveTooLarge), and err,
-	// not its part's, is its outcome.
+	src   *Record
+	part  int
+	batch int // its caller's: the index of its Batch in flush.batches
+	// resolved: the record was sent again apart from its part
+	// (resolveTooLarge), and err, not its part's, is its outcome.
 	resolved bool
 	err      error
 }
@@ -490,7 +518,7 @@ func (f *flush) take(p *Producer) {
 // send writes f's batches and acknowledges each one.
 func (p *Producer) send(f *flush) {
 	start := time.Now()
-	f.group(int(p.maxBatch.Load()))
+	f.group(p.batchBound(start))
 	f.buf = f.buf[:0]
 
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout+time.Second)
@@ -571,58 +599,122 @@ func (f *flush) markAbandoned() {
 }
 
 // resolveTooLarge settles the parts of round the broker refused as too
-// large. A refused batch of several records does not say which is too
-// large, if any (records that each fit may be batched past a topic's
-// limit that serve could not read, or that was lowered since): each is
-// sent on its own, in order, so that only a record refused alone gets
-// ErrRecordTooLarge (413, retrying cannot help) and the others are
-// written. Such a record never lands, so the partition's later records
-// may go on past it; any other failure stops them, to keep the order.
-// When every record fit, batches are bounded below the refused one's size
-// from now on.
+// large. A refused batch of several callers' records does not say whose
+// is too large, if any (records that each fit may be batched past a
+// topic's limit that serve could not read, or that was lowered since).
+// The callers' records are sent again, in order, split only between
+// callers: in batches of at most half the refused size, halved again at
+// each refusal, down to one caller's. Only a caller whose
+// records the broker refuses on their own gets ErrRecordTooLarge (413,
+// retrying cannot help), with none of them written, so that Meta's retry
+// of its body writes nothing twice; the others are written. A refused caller's records
+// never land, so the partition's later records go on past them; any other
+// failure stops them, to keep the order. When no caller was refused, the
+// batch bound is lowered below the refused size for a while.
 func (p *Producer) resolveTooLarge(ctx context.Context, f *flush, round int) {
 	for i := range f.parts {
 		pt := &f.parts[i]
 		if pt.round != round || !errors.Is(pt.err, ErrRecordTooLarge) {
 			continue
 		}
-		refused, refusedBytes := pt.err, pt.end-pt.start
-		var stop error // a failure other than too large: later records wait
-		if len(pt.recs) == 1 {
-			pt.recs[0].resolved, pt.recs[0].err = true, refused
-			pt.err = nil
-			continue
+		r := resolver{p: p, f: f, pt: pt}
+		refused := pt.end - pt.start - 4 // less the batch's size field
+		groups := callerGroups(pt.recs)
+		if len(groups) == 1 {
+			r.settle(pt.recs, pt.err)
+			r.refusedAlone = true
+		} else {
+			r.resend(ctx, groups, refused/2)
 		}
-		allFit := true
-		for _, w := range pt.recs {
-			w.resolved = true
-			if stop == nil && ctx.Err() != nil {
-				stop = fmt.Errorf("produce: %w", ctx.Err())
-			}
-			if stop != nil {
-				w.err = stop
-				continue
-			}
-			single := &part{partKey: pt.partKey, recs: []*wireRecord{w}}
-			single.start = len(f.buf)
-			f.buf = appendRecordBatch(f.buf, single.recs, time.Now().UnixMilli())
-			single.end = len(f.buf)
-			p.roundTrip(ctx, f, []*part{single})
-			switch {
-			case single.err == nil:
-			case errors.Is(single.err, ErrRecordTooLarge):
-				w.err, allFit = single.err, false
-			default:
-				w.err, stop = single.err, single.err
-			}
-		}
-		pt.err = stop
-		if allFit && stop == nil {
-			p.LimitBatchBytes(refusedBytes - 1)
-			p.cfg.Logger.Warn("the broker refused a batch of records that each fit as too large: batches are now smaller than it (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
-				"topic", pt.topic, "batch_bytes", refusedBytes, "err", refused)
+		pt.err = r.stop
+		if !r.refusedAlone && r.stop == nil {
+			p.lowerBatchBound(max(refused-1, r.largest))
+			p.cfg.Logger.Warn("the broker refused a batch of records that fit in smaller batches as too large: batches are kept smaller for a while (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
+				"topic", pt.topic, "batch_bytes", refused)
 		}
 	}
+}
+
+// resolver sends a refused part's records again, callers' groups at a time.
+type resolver struct {
+	p            *Producer
+	f            *flush
+	pt           *part
+	stop         error // a failure other than too large: the rest is not sent
+	refusedAlone bool  // some caller's records were refused on their own
+	largest      int   // the largest batch written, in bytes
+}
+
+// resend writes groups' records in order, in batches of at most size
+// bytes (estimated; at least one group each), halving size at each
+// refusal of a batch of several groups.
+func (r *resolver) resend(ctx context.Context, groups [][]*wireRecord, size int) {
+	for len(groups) > 0 {
+		if r.stop == nil && ctx.Err() != nil {
+			r.stop = fmt.Errorf("produce: %w", ctx.Err())
+		}
+		if r.stop != nil {
+			for _, g := range groups {
+				r.settle(g, r.stop)
+			}
+			return
+		}
+		n, bytes := 0, batchHeaderLen
+		for ; n < len(groups); n++ {
+			gs := 0
+			for _, w := range groups[n] {
+				gs += recordSize(w.src)
+			}
+			if n > 0 && bytes+gs > size {
+				break
+			}
+			bytes += gs
+		}
+		var recs []*wireRecord
+		for _, g := range groups[:n] {
+			recs = append(recs, g...)
+		}
+		sub := &part{partKey: r.pt.partKey, recs: recs}
+		sub.start = len(r.f.buf)
+		r.f.buf = appendRecordBatch(r.f.buf, recs, time.Now().UnixMilli())
+		sub.end = len(r.f.buf)
+		r.p.roundTrip(ctx, r.f, []*part{sub})
+		switch {
+		case sub.err == nil:
+			r.settle(recs, nil)
+			r.largest = max(r.largest, sub.end-sub.start-4)
+		case errors.Is(sub.err, ErrRecordTooLarge) && n > 1:
+			size = bytes / 2 // the same groups again, fewer at a time
+			continue
+		case errors.Is(sub.err, ErrRecordTooLarge):
+			r.settle(recs, sub.err)
+			r.refusedAlone = true
+		default:
+			r.stop = sub.err
+			r.settle(recs, sub.err)
+		}
+		groups = groups[n:]
+	}
+}
+
+// settle sets the outcome of records sent on their own.
+func (r *resolver) settle(recs []*wireRecord, err error) {
+	for _, w := range recs {
+		w.resolved, w.err = true, err
+	}
+}
+
+// callerGroups splits a part's records into runs of one caller's batch;
+// a caller's records of a part are consecutive.
+func callerGroups(recs []*wireRecord) [][]*wireRecord {
+	var groups [][]*wireRecord
+	for i, w := range recs {
+		if i == 0 || w.batch != recs[i-1].batch {
+			groups = append(groups, nil)
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], w)
+	}
+	return groups
 }
 
 // roundErr returns the first error of round's parts or of their records
@@ -676,7 +768,7 @@ func (f *flush) group(maxBatch int) {
 	f.parts = f.parts[:0]
 	last := f.last
 	i := 0
-	for _, b := range f.batches {
+	for bi, b := range f.batches {
 		for j := range b.Records {
 			r := &b.Records[j]
 			size := recordSize(r)
@@ -704,7 +796,7 @@ func (f *flush) group(maxBatch int) {
 				f.index[k] = pi
 			}
 			w := &f.recs[i]
-			w.src, w.part = r, pi
+			w.src, w.part, w.batch = r, pi, bi
 			f.parts[pi].recs = append(f.parts[pi].recs, w)
 			f.parts[pi].bytes += size
 			i++

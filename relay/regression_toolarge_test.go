@@ -2,7 +2,9 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,6 +103,74 @@ func TestRegressionRecordsThatEachFitAreWrittenWhenTheirBatchIsRefused(t *testin
 	require.Equal(t, strings.Repeat("x", 2500), values[1], "in order")
 	require.Equal(t, strings.Repeat("y", 2500), values[2])
 	require.Less(t, p.maxBatch.Load(), int64(3*limit), "later batches are bounded below the refused one")
+}
+
+// A body answered 413 for one entry too large had its other entries of the
+// partition written, again at every retry (a review of the fix above): a
+// caller's records are now written all or none.
+func TestRegressionBodyAnswered413WritesNoneOfItsEntries(t *testing.T) {
+	b := startBroker(t)
+	b.setMaxMessageBytes(testEvents, 4096)
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, AckTimeout: 5 * time.Second})
+	body := func() *Batch {
+		return &Batch{Records: []Record{
+			{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(`{"e":1}`), Time: time.Now()},
+			{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(strings.Repeat("B", 8000)), Time: time.Now()},
+			{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(`{"e":3}`), Time: time.Now()},
+		}}
+	}
+	for retry := range 3 {
+		require.ErrorIs(t, p.Produce(context.Background(), body()), ErrRecordTooLarge, "try %d", retry)
+	}
+	require.Empty(t, partitionValues(t, b, 0), "nothing of a body answered 413")
+}
+
+// A refused batch of many callers is sent again in a few batches, not one
+// round trip per caller: the other callers of the flush wait for it (a
+// caller with a 1 s timeout got 503 behind forty 20 ms round trips).
+func TestRegressionRefusedBatchIsResolvedInFewRoundTrips(t *testing.T) {
+	b := startBroker(t)
+	b.setMaxMessageBytes(testEvents, 4096)
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, AckTimeout: 5 * time.Second})
+	release, first := holdFirstProduce(t, b, p)
+	var produces atomic.Int32
+	b.c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		b.c.KeepControl()
+		produces.Add(1)
+		time.Sleep(20 * time.Millisecond) // a real cluster's acks=all latency
+		return nil, nil, false
+	})
+	var batches []*Batch
+	for i := range 40 {
+		batches = append(batches, &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("a"), Value: fmt.Appendf(nil, "%04d%s", i, strings.Repeat("a", 600)), Time: time.Now()}}})
+	}
+	other := &Batch{Timeout: time.Second, Records: []Record{{Topic: testEvents, Partition: 1, Key: []byte("b"), Value: []byte(`{"b":1}`), Time: time.Now()}}}
+	errs := produceInOrder(t, p, append(batches, other)...)
+	close(release)
+	require.NoError(t, <-first)
+	for i := range errs {
+		require.NoError(t, <-errs[i], "caller %d", i)
+	}
+	t.Logf("%d produce requests after the first", produces.Load())
+	// The flush; batches of 12.8 and 6.4 KB refused; then ten of 3.2 KB.
+	require.LessOrEqual(t, produces.Load(), int32(16), "one round trip per caller would be 41")
+	values := partitionValues(t, b, 0)
+	require.Len(t, values, 41)
+	for i, v := range values[1:] {
+		require.True(t, strings.HasPrefix(v, fmt.Sprintf("%04d", i)), "in order: %d", i)
+	}
+}
+
+// A bound lowered after a refusal holds for a while, then the configured
+// one is back: a refusal must not keep batches small for good.
+func TestLoweredBatchBoundIsRestored(t *testing.T) {
+	b := startBroker(t)
+	p := brokerProducer(t, b, ProducerConfig{MaxBatchBytes: 1 << 20})
+	p.LimitBatchBytes(512 << 10)
+	p.lowerBatchBound(100)
+	require.Equal(t, 100, p.batchBound(time.Now()))
+	require.Equal(t, 100, p.batchBound(time.Now().Add(batchBoundHold/2)))
+	require.Equal(t, 512<<10, p.batchBound(time.Now().Add(2*batchBoundHold)), "back to the topics' limit, not the configured bound")
 }
 
 // partitionValues returns the values in partition of the events topic.

@@ -3,6 +3,7 @@
 package backoff
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -45,7 +46,11 @@ func RetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil {
+	s, err := strconv.Atoi(v)
+	if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
+		s, err = math.MaxInt, nil // digits past int64: "much later" too
+	}
+	if err == nil {
 		if s < 0 {
 			return 0
 		}

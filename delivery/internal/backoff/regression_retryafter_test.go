@@ -10,7 +10,7 @@ import (
 // a tiny or negative delay.
 func TestRegressionRetryAfterHugeValuesDoNotWrap(t *testing.T) {
 	now := time.Now()
-	for _, v := range []string{"9223372037", "18446744074", "9999999999", "99999999999999"} {
+	for _, v := range []string{"9223372037", "18446744074", "9999999999", "99999999999999", "9223372036854775808", "99999999999999999999"} {
 		d := RetryAfter(v, now)
 		t.Logf("Retry-After: %s -> %v", v, d)
 		if d < 24*time.Hour {

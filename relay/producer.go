@@ -463,6 +463,9 @@ type flush struct {
 	byLeader map[int32][]*part
 	recs     []wireRecord
 	buf      []byte // the parts' encoded record batches, one flush's worth
+	// refused holds the callers (indexes in batches) refused as too large
+	// in an earlier round: their records of later rounds are not sent.
+	refused map[int]error
 }
 
 type partKey struct {
@@ -542,6 +545,8 @@ func (p *Producer) send(f *flush) {
 				pt.err = fmt.Errorf("produce: %w", err)
 			} else if err := f.failedBefore(pt); err != nil {
 				pt.err = err
+			} else if len(f.refused) > 0 {
+				f.dropRefused(pt)
 			}
 		}
 		p.sendRound(ctx, f, round)
@@ -584,6 +589,7 @@ func (p *Producer) send(f *flush) {
 		f.buf = nil // a backlog's flush: do not hold its size for good
 	}
 	clear(f.batches)
+	clear(f.refused)
 	for i := range f.recs {
 		f.recs[i] = wireRecord{}
 	}
@@ -697,11 +703,34 @@ func (r *resolver) resend(ctx context.Context, groups [][]*wireRecord, size int)
 	}
 }
 
-// settle sets the outcome of records sent on their own.
+// settle sets the outcome of records sent on their own; a caller refused
+// as too large is remembered, so that none of its records is written.
 func (r *resolver) settle(recs []*wireRecord, err error) {
 	for _, w := range recs {
 		w.resolved, w.err = true, err
+		if errors.Is(err, ErrRecordTooLarge) {
+			if r.f.refused == nil {
+				r.f.refused = make(map[int]error)
+			}
+			r.f.refused[w.batch] = err
+		}
 	}
+}
+
+// dropRefused takes out of pt the records of callers refused as too large
+// in an earlier round (a caller's records of a partition spill into later
+// rounds): a caller answered 413 has none of its records written.
+func (f *flush) dropRefused(pt *part) {
+	kept := pt.recs[:0]
+	for _, w := range pt.recs {
+		if err, ok := f.refused[w.batch]; ok {
+			w.resolved, w.err = true, err
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(pt.recs[len(kept):])
+	pt.recs = kept
 }
 
 // callerGroups splits a part's records into runs of one caller's batch;
@@ -814,7 +843,7 @@ func (f *flush) group(maxBatch int) {
 // grouped by the refreshed cache, rather than failing every partition
 // that shared the request with the one that moved.
 func (p *Producer) sendRound(ctx context.Context, f *flush, round int) {
-	p.route(ctx, f, func(pt *part) bool { return pt.round == round && pt.err == nil })
+	p.route(ctx, f, func(pt *part) bool { return pt.round == round && pt.err == nil && len(pt.recs) > 0 })
 	// Encode every part of the round before any request goes out: the
 	// requests read f.buf concurrently, so it must not grow under them.
 	// A part sent once more keeps its bytes.

@@ -184,3 +184,20 @@ func partitionValues(t *testing.T, b *broker, partition int) []string {
 	}
 	return out
 }
+
+// A body's records of one partition spilling into a later round: refused
+// as too large in the first, the body is answered 413, and its records of
+// the later round must not be written either (Meta's retry would write
+// them again).
+func TestRegressionRefusedCallersLaterRoundIsNotWritten(t *testing.T) {
+	b := startBroker(t)
+	b.setMaxMessageBytes(testEvents, 4096)
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, MaxBatchBytes: 4096, AckTimeout: 5 * time.Second})
+	body := &Batch{Records: []Record{
+		{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(strings.Repeat("B", 8000)), Time: time.Now()},
+		{Topic: testEvents, Partition: 0, Key: []byte("acme"), Value: []byte(`{"later":1}`), Time: time.Now()},
+	}}
+	require.ErrorIs(t, p.Produce(context.Background(), body), ErrRecordTooLarge)
+	require.Empty(t, partitionValues(t, b, 0))
+	require.NoError(t, produceOne(p, "next"), "the partition goes on")
+}

@@ -164,12 +164,15 @@ type Producer struct {
 	// less: LimitBatchBytes), or less until restoreAt (unix ns, 0: not
 	// lowered) after the broker refused a batch as too large.
 	maxBatch, baseBatch, restoreAt atomic.Int64
+	boundMu                        sync.Mutex // serializes changes to the three
 }
 
 // LimitBatchBytes lowers the bound of one partition's batch to n when the
 // topics accept no more (their max.message.bytes): a batch is refused
 // whole, so records that each fit must not be batched past it.
 func (p *Producer) LimitBatchBytes(n int) {
+	p.boundMu.Lock()
+	defer p.boundMu.Unlock()
 	if n > 0 && int64(n) < p.baseBatch.Load() {
 		p.baseBatch.Store(int64(n))
 		p.maxBatch.Store(min(p.maxBatch.Load(), int64(n)))
@@ -183,6 +186,8 @@ const batchBoundHold = time.Minute
 
 // lowerBatchBound lowers the batch bound to n for batchBoundHold.
 func (p *Producer) lowerBatchBound(n int) {
+	p.boundMu.Lock()
+	defer p.boundMu.Unlock()
 	if n > 0 && int64(n) < p.maxBatch.Load() {
 		p.maxBatch.Store(int64(n))
 	}
@@ -192,8 +197,13 @@ func (p *Producer) lowerBatchBound(n int) {
 // batchBound returns the bound of one partition's batch for a flush
 // starting now, back at baseBatch once a lowered bound's hold ended.
 func (p *Producer) batchBound(now time.Time) int {
-	if at := p.restoreAt.Load(); at != 0 && now.UnixNano() > at && p.restoreAt.CompareAndSwap(at, 0) {
-		p.maxBatch.Store(p.baseBatch.Load())
+	if at := p.restoreAt.Load(); at != 0 && now.UnixNano() > at {
+		p.boundMu.Lock()
+		if at := p.restoreAt.Load(); at != 0 && now.UnixNano() > at { // not renewed meanwhile
+			p.restoreAt.Store(0)
+			p.maxBatch.Store(p.baseBatch.Load())
+		}
+		p.boundMu.Unlock()
 	}
 	return int(p.maxBatch.Load())
 }
@@ -574,7 +584,9 @@ func (p *Producer) send(f *flush) {
 			if w.resolved {
 				e = w.err
 			}
-			if e != nil && err == nil {
+			// A record too large for good decides: retrying the body
+			// cannot help, whatever else failed with it.
+			if e != nil && (err == nil || errors.Is(e, ErrRecordTooLarge)) {
 				err = e
 			}
 			ri++
@@ -633,11 +645,24 @@ func (p *Producer) resolveTooLarge(ctx context.Context, f *flush, round int) {
 			r.resend(ctx, groups, refused/2)
 		}
 		pt.err = r.stop
-		if !r.refusedAlone && r.stop == nil {
-			p.lowerBatchBound(max(refused-1, r.largest))
-			p.cfg.Logger.Warn("the broker refused a batch of records that fit in smaller batches as too large: batches are kept smaller for a while (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
-				"topic", pt.topic, "batch_bytes", refused)
+		if len(groups) > 1 && r.minRefused == 0 {
+			r.minRefused = refused // the resend's refusals were all smaller
 		}
+		if r.minRefused == 0 || r.stop != nil {
+			continue
+		}
+		if r.refusedAlone {
+			// A caller too large alone may have been in every refused
+			// batch: only their size is known to be too much.
+			p.lowerBatchBound(r.minRefused - 1)
+			continue
+		}
+		// The limit lies between the largest batch written and the
+		// smallest refused, at most twice apart: batches as large as the
+		// largest written go through without a refusal.
+		p.lowerBatchBound(max(r.largest, (r.minRefused-1)/2))
+		p.cfg.Logger.Warn("the broker refused a batch of records that fit in smaller batches as too large: batches are kept smaller for a while (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
+			"topic", pt.topic, "batch_bytes", refused)
 	}
 }
 
@@ -649,6 +674,7 @@ type resolver struct {
 	stop         error // a failure other than too large: the rest is not sent
 	refusedAlone bool  // some caller's records were refused on their own
 	largest      int   // the largest batch written, in bytes
+	minRefused   int   // the smallest batch of several callers refused, in bytes (0: none)
 }
 
 // resend writes groups' records in order, in batches of at most size
@@ -690,6 +716,9 @@ func (r *resolver) resend(ctx context.Context, groups [][]*wireRecord, size int)
 			r.settle(recs, nil)
 			r.largest = max(r.largest, sub.end-sub.start-4)
 		case errors.Is(sub.err, ErrRecordTooLarge) && n > 1:
+			if b := sub.end - sub.start - 4; r.minRefused == 0 || b < r.minRefused {
+				r.minRefused = b
+			}
 			size = bytes / 2 // the same groups again, fewer at a time
 			continue
 		case errors.Is(sub.err, ErrRecordTooLarge):

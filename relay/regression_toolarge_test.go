@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -200,4 +201,50 @@ func TestRegressionRefusedCallersLaterRoundIsNotWritten(t *testing.T) {
 	require.ErrorIs(t, p.Produce(context.Background(), body), ErrRecordTooLarge)
 	require.Empty(t, partitionValues(t, b, 0))
 	require.NoError(t, produceOne(p, "next"), "the partition goes on")
+}
+
+// After a refusal the bound dropped only one byte below the refused
+// batch, so the same load was refused flush after flush (a review): it
+// now drops to the largest batch the resend got written, under the
+// topic's limit.
+func TestRegressionLoweredBoundUsesWhatTheResendLearned(t *testing.T) {
+	const limit = 4096
+	b := startBroker(t)
+	b.setMaxMessageBytes(testEvents, limit)
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, AckTimeout: 5 * time.Second})
+	release, first := holdFirstProduce(t, b, p)
+	var batches []*Batch
+	for i := range 40 {
+		batches = append(batches, &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("a"), Value: fmt.Appendf(nil, "%04d%s", i, strings.Repeat("a", 600)), Time: time.Now()}}})
+	}
+	errs := produceInOrder(t, p, batches...)
+	close(release)
+	require.NoError(t, <-first)
+	for i := range errs {
+		require.NoError(t, <-errs[i])
+	}
+	bound := p.maxBatch.Load()
+	t.Logf("bound after the refusal: %d", bound)
+	require.LessOrEqual(t, bound, int64(limit), "the same load again would be refused again")
+	require.Greater(t, bound, int64(limit/2), "not lower than what was written")
+}
+
+// lowerBatchBound racing a restore of the bound: the lowering must hold.
+func TestBatchBoundRestoreDoesNotUndoALowering(t *testing.T) {
+	now := time.Now()
+	for range 200000 { // the bad interleaving is rare: about 1 in 10,000
+		p := &Producer{}
+		p.baseBatch.Store(1 << 20)
+		p.maxBatch.Store(1 << 19)
+		p.restoreAt.Store(1)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Go(func() { <-start; p.batchBound(now) })
+		wg.Go(func() { <-start; p.lowerBatchBound(4096) })
+		close(start)
+		wg.Wait()
+		if p.restoreAt.Load() != 0 {
+			require.LessOrEqual(t, p.maxBatch.Load(), int64(4096), "a hold of 4096 pending, yet the bound above it")
+		}
+	}
 }

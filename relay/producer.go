@@ -646,7 +646,7 @@ func (p *Producer) resolveTooLarge(ctx context.Context, f *flush, round int) {
 		}
 		pt.err = r.stop
 		if len(groups) > 1 && r.minRefused == 0 {
-			r.minRefused = refused // the resend's refusals were all smaller
+			r.minRefused = refused // no smaller batch of several callers was refused
 		}
 		if r.minRefused == 0 || r.stop != nil {
 			continue
@@ -681,6 +681,17 @@ type resolver struct {
 // bytes (estimated; at least one group each), halving size at each
 // refusal of a batch of several groups.
 func (r *resolver) resend(ctx context.Context, groups [][]*wireRecord, size int) {
+	// A caller refused in another partition of this round is answered 413:
+	// none of its records here may be written.
+	kept := groups[:0]
+	for _, g := range groups {
+		if err, ok := r.f.refused[g[0].batch]; ok {
+			r.settle(g, err)
+			continue
+		}
+		kept = append(kept, g)
+	}
+	groups = kept
 	for len(groups) > 0 {
 		if r.stop == nil && ctx.Err() != nil {
 			r.stop = fmt.Errorf("produce: %w", ctx.Err())

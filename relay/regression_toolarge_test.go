@@ -248,3 +248,31 @@ func TestBatchBoundRestoreDoesNotUndoALowering(t *testing.T) {
 		}
 	}
 }
+
+// A caller refused in one partition had its record of another partition
+// written by that partition's resend in the same round, though it was
+// answered 413 (a review): a refused caller's records are left out of
+// every later resend.
+func TestRegressionRefusedCallerIsLeftOutOfOtherResends(t *testing.T) {
+	b := startBroker(t)
+	b.setMaxMessageBytes(testEvents, 4096)
+	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, AckTimeout: 5 * time.Second})
+	release, first := holdFirstProduce(t, b, p)
+	rec := func(part int32, v string) Record {
+		return Record{Topic: testEvents, Partition: part, Key: []byte("k"), Value: []byte(v), Time: time.Now()}
+	}
+	x := &Batch{Records: []Record{rec(0, "x0")}}
+	a := &Batch{Records: []Record{rec(0, strings.Repeat("B", 8000)), rec(1, "a1"+strings.Repeat("a", 2500))}}
+	y := &Batch{Records: []Record{rec(1, "y1"+strings.Repeat("y", 2500))}}
+	errs := produceInOrder(t, p, x, a, y)
+	close(release)
+	require.NoError(t, <-first)
+	require.NoError(t, <-errs[0])
+	require.ErrorIs(t, <-errs[1], ErrRecordTooLarge)
+	require.NoError(t, <-errs[2])
+	var heads []string
+	for _, v := range partitionValues(t, b, 1) {
+		heads = append(heads, v[:2])
+	}
+	require.Equal(t, []string{"y1"}, heads, "the caller answered 413 has nothing written")
+}

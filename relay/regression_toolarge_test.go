@@ -141,10 +141,7 @@ func TestRegressionRefusedBatchIsResolvedInFewRoundTrips(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // a real cluster's acks=all latency
 		return nil, nil, false
 	})
-	var batches []*Batch
-	for i := range 40 {
-		batches = append(batches, &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("a"), Value: fmt.Appendf(nil, "%04d%s", i, strings.Repeat("a", 600)), Time: time.Now()}}})
-	}
+	batches := fortyCallers()
 	other := &Batch{Timeout: time.Second, Records: []Record{{Topic: testEvents, Partition: 1, Key: []byte("b"), Value: []byte(`{"b":1}`), Time: time.Now()}}}
 	errs := produceInOrder(t, p, append(batches, other)...)
 	close(release)
@@ -213,10 +210,7 @@ func TestRegressionLoweredBoundUsesWhatTheResendLearned(t *testing.T) {
 	b.setMaxMessageBytes(testEvents, limit)
 	p := brokerProducer(t, b, ProducerConfig{MaxInFlight: 1, AckTimeout: 5 * time.Second})
 	release, first := holdFirstProduce(t, b, p)
-	var batches []*Batch
-	for i := range 40 {
-		batches = append(batches, &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("a"), Value: fmt.Appendf(nil, "%04d%s", i, strings.Repeat("a", 600)), Time: time.Now()}}})
-	}
+	batches := fortyCallers()
 	errs := produceInOrder(t, p, batches...)
 	close(release)
 	require.NoError(t, <-first)
@@ -275,4 +269,14 @@ func TestRegressionRefusedCallerIsLeftOutOfOtherResends(t *testing.T) {
 		heads = append(heads, v[:2])
 	}
 	require.Equal(t, []string{"y1"}, heads, "the caller answered 413 has nothing written")
+}
+
+// fortyCallers returns 40 callers' batches of one 604-byte record each for
+// partition 0, numbered in their first four bytes.
+func fortyCallers() []*Batch {
+	var batches []*Batch
+	for i := range 40 {
+		batches = append(batches, &Batch{Records: []Record{{Topic: testEvents, Partition: 0, Key: []byte("a"), Value: fmt.Appendf(nil, "%04d%s", i, strings.Repeat("a", 600)), Time: time.Now()}}})
+	}
+	return batches
 }

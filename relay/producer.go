@@ -560,8 +560,11 @@ func (p *Producer) send(f *flush) {
 			}
 		}
 		p.sendRound(ctx, f, round)
-		p.resolveTooLarge(ctx, f, round)
-		if err := f.roundErr(round); err != nil && failed == nil {
+		err := p.resolveTooLarge(ctx, f, round)
+		if err == nil {
+			err = f.roundErr(round)
+		}
+		if err != nil && failed == nil {
 			failed = err
 		}
 	}
@@ -617,53 +620,63 @@ func (f *flush) markAbandoned() {
 }
 
 // resolveTooLarge settles the parts of round the broker refused as too
-// large. A refused batch of several callers' records does not say whose
-// is too large, if any (records that each fit may be batched past a
-// topic's limit that serve could not read, or that was lowered since).
-// The callers' records are sent again, in order, split only between
-// callers: in batches of at most half the refused size, halved again at
-// each refusal, down to one caller's. Only a caller whose
-// records the broker refuses on their own gets ErrRecordTooLarge (413,
-// retrying cannot help), with none of them written, so that Meta's retry
-// of its body writes nothing twice; the others are written. A refused caller's records
-// never land, so the partition's later records go on past them; any other
-// failure stops them, to keep the order. When no caller was refused, the
-// batch bound is lowered below the refused size for a while.
-func (p *Producer) resolveTooLarge(ctx context.Context, f *flush, round int) {
+// large, and returns the first error their records got. A refused batch of
+// several callers' records does not say whose is too large, if any
+// (records that each fit may be batched past a topic's limit that serve
+// could not read, or that was lowered since). The callers' records are
+// sent again, in order, split only between callers: in batches of at most
+// half the refused size, halved again at each refusal, down to one
+// caller's. Only a caller whose records the broker refuses on their own
+// gets ErrRecordTooLarge (413, retrying cannot help), with none of them
+// written, so that Meta's retry of its body writes nothing twice; the
+// others are written. A refused caller's records never land, so the
+// partition's later records go on past them; any other failure stops
+// them, to keep the order. The batch bound is then lowered for a while.
+func (p *Producer) resolveTooLarge(ctx context.Context, f *flush, round int) (failed error) {
 	for i := range f.parts {
 		pt := &f.parts[i]
 		if pt.round != round || !errors.Is(pt.err, ErrRecordTooLarge) {
 			continue
 		}
-		r := resolver{p: p, f: f, pt: pt}
-		refused := pt.end - pt.start - 4 // less the batch's size field
-		groups := callerGroups(pt.recs)
-		if len(groups) == 1 {
-			r.settle(pt.recs, pt.err)
-			r.refusedAlone = true
-		} else {
-			r.resend(ctx, groups, refused/2)
+		if err := p.resolvePart(ctx, f, pt); failed == nil {
+			failed = err
 		}
-		pt.err = r.stop
-		if len(groups) > 1 && r.minRefused == 0 {
-			r.minRefused = refused // no smaller batch of several callers was refused
-		}
-		if r.minRefused == 0 || r.stop != nil {
-			continue
-		}
-		if r.refusedAlone {
-			// A caller too large alone may have been in every refused
-			// batch: only their size is known to be too much.
-			p.lowerBatchBound(r.minRefused - 1)
-			continue
-		}
-		// The limit lies between the largest batch written and the
-		// smallest refused, at most twice apart: batches as large as the
-		// largest written go through without a refusal.
-		p.lowerBatchBound(max(r.largest, (r.minRefused-1)/2))
-		p.cfg.Logger.Warn("the broker refused a batch of records that fit in smaller batches as too large: batches are kept smaller for a while (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
-			"topic", pt.topic, "batch_bytes", refused)
 	}
+	return failed
+}
+
+// resolvePart settles one refused part (see resolveTooLarge) and returns
+// the first error its records got.
+func (p *Producer) resolvePart(ctx context.Context, f *flush, pt *part) error {
+	r := resolver{p: p, f: f, pt: pt}
+	refused := pt.end - pt.start - 4 // less the batch's size field
+	groups := callerGroups(pt.recs)
+	if len(groups) == 1 {
+		r.settle(pt.recs, pt.err)
+		r.refusedAlone = true
+	} else {
+		r.resend(ctx, groups, refused/2)
+	}
+	pt.err = r.stop
+	if len(groups) > 1 && r.minRefused == 0 {
+		r.minRefused = refused // no smaller batch of several callers was refused
+	}
+	if r.minRefused == 0 || r.stop != nil {
+		return r.failed
+	}
+	if r.refusedAlone {
+		// A caller too large alone may have been in every refused
+		// batch: only their size is known to be too much.
+		p.lowerBatchBound(r.minRefused - 1)
+		return r.failed
+	}
+	// The limit lies between the largest batch written and the smallest
+	// refused, at most twice apart: batches as large as the largest
+	// written go through without a refusal.
+	p.lowerBatchBound(max(r.largest, (r.minRefused-1)/2))
+	p.cfg.Logger.Warn("the broker refused a batch of records that fit in smaller batches as too large: batches are kept smaller for a while (raise the topic's max.message.bytes, or lower kafka.max_batch_bytes)",
+		"topic", pt.topic, "batch_bytes", refused)
+	return r.failed
 }
 
 // resolver sends a refused part's records again, callers' groups at a time.
@@ -675,6 +688,7 @@ type resolver struct {
 	refusedAlone bool  // some caller's records were refused on their own
 	largest      int   // the largest batch written, in bytes
 	minRefused   int   // the smallest batch of several callers refused, in bytes (0: none)
+	failed       error // the first error settled
 }
 
 // resend writes groups' records in order, in batches of at most size
@@ -746,6 +760,9 @@ func (r *resolver) resend(ctx context.Context, groups [][]*wireRecord, size int)
 // settle sets the outcome of records sent on their own; a caller refused
 // as too large is remembered, so that none of its records is written.
 func (r *resolver) settle(recs []*wireRecord, err error) {
+	if r.failed == nil {
+		r.failed = err
+	}
 	for _, w := range recs {
 		w.resolved, w.err = true, err
 		if errors.Is(err, ErrRecordTooLarge) {
@@ -786,21 +803,12 @@ func callerGroups(recs []*wireRecord) [][]*wireRecord {
 	return groups
 }
 
-// roundErr returns the first error of round's parts or of their records
-// sent on their own, nil if all were written.
+// roundErr returns the first error of round's parts, nil if all were
+// written (records resolveTooLarge settled have their own).
 func (f *flush) roundErr(round int) error {
 	for i := range f.parts {
-		pt := &f.parts[i]
-		if pt.round != round {
-			continue
-		}
-		if pt.err != nil {
+		if pt := &f.parts[i]; pt.round == round && pt.err != nil {
 			return pt.err
-		}
-		for _, w := range pt.recs {
-			if w.resolved && w.err != nil {
-				return w.err
-			}
 		}
 	}
 	return nil

@@ -173,6 +173,21 @@ func TestIngressHandshake(t *testing.T) {
 	require.Equal(t, 404, code)
 }
 
+// An empty configured token is never a token: it would complete a
+// handshake that names none.
+func TestIngressHandshakeIgnoresAnEmptyToken(t *testing.T) {
+	h := newHarness(t, func(c *IngressConfig) { c.VerifyTokens = []string{"", "tok"} })
+	for q, want := range map[string]int{
+		"hub.mode=subscribe&hub.challenge=1":                      403,
+		"hub.mode=subscribe&hub.verify_token=&hub.challenge=1":    403,
+		"hub.mode=subscribe&hub.verify_token=tok&hub.challenge=1": 200,
+	} {
+		code, _, err := h.client.Get(nil, h.url+"?"+q)
+		require.NoError(t, err)
+		require.Equal(t, want, code, q)
+	}
+}
+
 func TestIngressDedupe(t *testing.T) {
 	h := newHarness(t, nil)
 	f := fixtureByName(t, "batch_two_pages.json")

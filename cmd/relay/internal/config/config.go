@@ -383,6 +383,20 @@ func (c *Config) Validate() []error {
 	if c.Ingress.DedupeSize > relay.MaxDedupeSize {
 		bad("ingress.dedupe_size", "at most %d", relay.MaxDedupeSize)
 	}
+	// An empty item is a mistake (a template's unset slot): an empty
+	// verify token would let a handshake without one through, and the
+	// signature check refuses an empty secret. The environment and _file
+	// forms drop empty items, which are only separators there.
+	for _, l := range []struct {
+		field string
+		items []string
+	}{{"meta.app_secrets", c.Meta.AppSecrets}, {"meta.verify_tokens", c.Meta.VerifyTokens}} {
+		for i, s := range l.items {
+			if s == "" && len(nonEmpty(l.items)) > 0 {
+				bad(fmt.Sprintf("%s[%d]", l.field, i), "empty; remove it")
+			}
+		}
+	}
 	if len(nonEmpty(c.Meta.AppSecrets)) == 0 {
 		bad("meta.app_secrets", "at least one Meta app secret is required (or meta.app_secrets_file, or RELAY_META_APP_SECRETS)")
 	}

@@ -201,3 +201,27 @@ func TestWarnings(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, c.Warnings(), "delivery off")
 }
+
+// An empty item in a YAML list of secrets or tokens is refused by name: an
+// empty verify token would complete a handshake that names none, and serve
+// refused an empty secret only after check-config had said ok.
+func TestEmptySecretOrTokenIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", "meta: {app_secrets: [s1, \"\"], verify_tokens: [\"\", tok]}\n")
+	c, err := Load(path, noEnv, nil)
+	require.NoError(t, err)
+	var msgs []string
+	for _, e := range c.Validate() {
+		msgs = append(msgs, e.Error())
+	}
+	require.Equal(t, []string{"meta.app_secrets[1]: empty; remove it", "meta.verify_tokens[0]: empty; remove it"}, msgs)
+
+	// The environment's form drops empty items: there they separate.
+	c, err = Load("", func(k string) string {
+		return map[string]string{"RELAY_META_APP_SECRETS": "s1,,", "RELAY_META_VERIFY_TOKENS": ",tok"}[k]
+	}, nil)
+	require.NoError(t, err)
+	require.Empty(t, c.Validate())
+	require.Equal(t, []string{"s1"}, c.Meta.AppSecrets)
+	require.Equal(t, []string{"tok"}, c.Meta.VerifyTokens)
+}

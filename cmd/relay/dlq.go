@@ -66,6 +66,12 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		// flag stops at the first argument that is no flag: what follows
+		// (--config prod.yaml) would be dropped unseen.
+		fmt.Fprintf(stderr, "relay dlq %s: unexpected argument %q\n", sub, fs.Arg(0))
+		return 2
+	}
 	if *tenantID == "" {
 		fmt.Fprintf(stderr, "relay dlq %s: --tenant is required\n", sub)
 		return 2

@@ -14,6 +14,7 @@ import (
 	"github.com/relaymw/relay/cmd/relay/internal/config"
 	"github.com/relaymw/relay/cmd/relay/internal/serve"
 	"github.com/relaymw/relay/tenant"
+	"github.com/relaymw/relay/tlsconf"
 )
 
 // setFlags collects repeated --set key=value flags.
@@ -48,12 +49,23 @@ func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, i
 	return cfg, -1
 }
 
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	cfg, code := loadConfig("check-config", args, stderr)
 	if cfg == nil {
 		return code
 	}
 	errs := cfg.Validate()
+	if cert, key := cfg.Ingress.TLS.CertFile, cfg.Ingress.TLS.KeyFile; cert != "" && key != "" && exists(cert) && exists(key) {
+		// serve refuses a pair that does not load: say so here too.
+		if _, err := tlsconf.LoadKeyPair(cert, key); err != nil {
+			errs = append(errs, fmt.Errorf("ingress.tls: %w", err))
+		}
+	}
 	tenants, err := tenant.LoadFile(cfg.Tenants.File)
 	if err != nil {
 		errs = append(errs, tenantErrors(err)...)

@@ -38,6 +38,10 @@ func runSink(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "relay sink: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	if *cert == "" || *key == "" {
 		fmt.Fprintln(stderr, "relay sink: --cert and --key are required")
 		return 2

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,11 @@ import (
 
 	"github.com/relaymw/relay/relay"
 )
+
+// MaxBodyBytes bounds ingress.max_body_bytes: the relay's topics take
+// records of that size and 1 MiB more, and Kafka's max.message.bytes is a
+// 32-bit number.
+const MaxBodyBytes = 1 << 30
 
 // Config is the whole configuration of relay serve.
 type Config struct {
@@ -330,17 +336,37 @@ func (c *Config) Validate() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	hostPort := func(field, v string) {
-		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		_, port, err := net.SplitHostPort(v)
+		if err != nil || port == "" {
 			bad(field, "%q is not host:port", v)
+			return
+		}
+		if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+			bad(field, "%q: port %d is out of range (0 to 65535)", v, n)
 		}
 	}
 	hostPort("ingress.listen", c.Ingress.Listen)
 	hostPort("admin.listen", c.Admin.Listen)
+	// Listeners of this process on one address: the second fails to bind.
+	listens := []struct{ field, addr string }{{"ingress.listen", c.Ingress.Listen}, {"admin.listen", c.Admin.Listen}}
+	if c.EmbeddedBroker() {
+		listens = append(listens, struct{ field, addr string }{"kafka.embedded.listen", c.Kafka.Embedded.Listen})
+	}
+	for i, a := range listens {
+		for _, b := range listens[:i] {
+			if _, port, err := net.SplitHostPort(a.addr); err == nil && port != "0" && a.addr == b.addr {
+				bad(a.field, "%q is also %s", a.addr, b.field)
+			}
+		}
+	}
 	if !strings.HasPrefix(c.Ingress.Path, "/") {
 		bad("ingress.path", "%q must start with /", c.Ingress.Path)
 	}
 	if c.Ingress.MaxBodyBytes < 1024 {
 		bad("ingress.max_body_bytes", "%d is under the least allowed, 1024 (Meta's bodies reach 3 MB: keep the default 8 MiB)", c.Ingress.MaxBodyBytes)
+	}
+	if c.Ingress.MaxBodyBytes > MaxBodyBytes {
+		bad("ingress.max_body_bytes", "%d is over the most allowed, %d (Meta's bodies reach 3 MB: keep the default 8 MiB)", c.Ingress.MaxBodyBytes, MaxBodyBytes)
 	}
 	if (c.Ingress.TLS.CertFile == "") != (c.Ingress.TLS.KeyFile == "") {
 		bad("ingress.tls", "set both cert_file and key_file, or neither")
@@ -411,6 +437,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.Kafka.ReplicationFactor < 0 {
 		bad("kafka.replication_factor", "must be 0 (broker default) or more")
+	}
+	if c.EmbeddedBroker() && c.Kafka.ReplicationFactor > 1 {
+		bad("kafka.replication_factor", "%d, but the embedded broker is one node: leave it 0 (or set kafka.brokers)", c.Kafka.ReplicationFactor)
 	}
 	if c.Kafka.MaxBatchBytes > 0 && c.Kafka.MaxBatchBytes < 1024 {
 		bad("kafka.max_batch_bytes", "%d is too small", c.Kafka.MaxBatchBytes)

@@ -225,3 +225,34 @@ func TestEmptySecretOrTokenIsRefused(t *testing.T) {
 	require.Equal(t, []string{"s1"}, c.Meta.AppSecrets)
 	require.Equal(t, []string{"tok"}, c.Meta.VerifyTokens)
 }
+
+// Settings serve could never start with are refused by name, where they
+// used to pass: a port out of range or taken by another of the relay's own
+// listeners failed to bind, a body limit past Kafka's 32-bit message size
+// overflowed the topics' limit, and a replication factor over 1 on the
+// one-node embedded broker was retried for ever.
+func TestValidateRefusesWhatCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	path := write(t, dir, "relay.yaml", `
+ingress: {listen: "127.0.0.1:99999", max_body_bytes: 9223372036854775807}
+admin: {listen: "127.0.0.1:9092"}
+kafka: {replication_factor: 3}
+meta: {verify_tokens: [tok], app_secrets: [s1]}
+`)
+	require.Equal(t, strings.Join([]string{
+		`ingress.listen: "127.0.0.1:99999": port 99999 is out of range (0 to 65535)`,
+		`kafka.embedded.listen: "127.0.0.1:9092" is also admin.listen`,
+		`ingress.max_body_bytes: 9223372036854775807 is over the most allowed, 1073741824 (Meta's bodies reach 3 MB: keep the default 8 MiB)`,
+		`kafka.replication_factor: 3, but the embedded broker is one node: leave it 0 (or set kafka.brokers)`,
+	}, "\n"), problemsOf(t, path))
+
+	// Port 0 twice is two ports; with kafka.brokers the embedded broker's
+	// address is not ours, and any replication factor is the cluster's.
+	path = write(t, dir, "ok.yaml", `
+ingress: {listen: "127.0.0.1:0"}
+admin: {listen: "127.0.0.1:0"}
+kafka: {brokers: ["127.0.0.1:9090"], replication_factor: 3, embedded: {listen: "127.0.0.1:9090"}}
+meta: {verify_tokens: [tok], app_secrets: [s1]}
+`)
+	require.Empty(t, problemsOf(t, path))
+}

@@ -28,6 +28,9 @@ import (
 // 32-bit number.
 const MaxBodyBytes = 1 << 30
 
+// MaxInFlight bounds kafka.max_in_flight.
+const MaxInFlight = 256
+
 // Config is the whole configuration of relay serve.
 type Config struct {
 	Ingress  Ingress  `yaml:"ingress"`
@@ -437,6 +440,10 @@ func (c *Config) Validate() []error {
 	}
 	if c.Kafka.ReplicationFactor < 0 {
 		bad("kafka.replication_factor", "must be 0 (broker default) or more")
+	}
+	if c.Kafka.MaxInFlight > MaxInFlight {
+		// Each is a goroutine started at once; past a few, requests only queue.
+		bad("kafka.max_in_flight", "%d is over the most allowed, %d (the default 2 is enough for group commit)", c.Kafka.MaxInFlight, MaxInFlight)
 	}
 	if c.EmbeddedBroker() && c.Kafka.ReplicationFactor > 1 {
 		bad("kafka.replication_factor", "%d, but the embedded broker is one node: leave it 0 (or set kafka.brokers)", c.Kafka.ReplicationFactor)

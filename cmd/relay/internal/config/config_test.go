@@ -117,14 +117,14 @@ func TestValidateNamesEveryField(t *testing.T) {
 	path := write(t, dir, "relay.yaml", `
 ingress: {listen: "nope", path: "webhooks", max_body_bytes: 10, tls: {cert_file: x.pem}, dedupe_size: 100000000}
 admin: {listen: ":"}
-kafka: {brokers: ["k1"], produce_timeout: -1s, flush_interval: 2s, flush_bytes: -1, topics: {dlq: relay.events}}
+kafka: {brokers: ["k1"], produce_timeout: -1s, flush_interval: 2s, flush_bytes: -1, max_in_flight: 100000, topics: {dlq: relay.events}}
 delivery: {client_cert_file: c.pem, retry_initial: 1h, retry_max: 1m}
 log: {level: loud, format: xml}
 `)
 	all := problemsOf(t, path)
 	for _, field := range []string{
 		"ingress.listen", "ingress.path", "ingress.max_body_bytes", "ingress.tls", "ingress.dedupe_size: at most 67108864", "admin.listen",
-		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.flush_interval: 2s is more than 1s", "kafka.flush_bytes: must be positive", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
+		"kafka.brokers[0]", "kafka.produce_timeout", "kafka.flush_interval: 2s is more than 1s", "kafka.flush_bytes: must be positive", "kafka.max_in_flight: 100000 is over the most allowed, 256", "kafka.topics.dlq", "meta.app_secrets", "meta.verify_tokens",
 		"delivery: set both", "delivery.retry_initial", "log.level", "log.format",
 	} {
 		require.Contains(t, all, field)

@@ -1,6 +1,7 @@
 package tenant
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,19 +24,25 @@ import (
 // loses. Only a record keyed by its tenant counts, since compaction keeps
 // records by key. Two nodes that add tenants at the same moment may both
 // claim one partition; the log's order decides, and the loser claims
-// again. Because compaction keeps only a key's latest record, a node that
-// sees a tenant's latest record differ from its winning claim (a losing
-// claim, a tombstone, garbage) writes the winner again; and a node that
-// sees a losing claim of a tenant without a partition come before the
-// latest record of that partition's winner writes the losing claim again,
-// after it. So compaction can never resurrect a losing claim nor drop a
-// winning one.
+// again. Many claims go out in several requests, in order; one that fails
+// leaves the claims before it written and the rest not. The rule needs
+// nothing more for that: each claim stands alone, and Assign answers only
+// from a replay that needs no claim, so its next run (or another node's)
+// reads which claims stand and makes the others again. Because compaction
+// keeps only a key's latest record, a node that sees a tenant's latest
+// record differ from its winning claim (a losing claim, a tombstone,
+// garbage) writes the winner again; and a node that sees a losing claim of
+// a tenant without a partition come before the latest record of that
+// partition's winner writes the losing claim again, after it. So
+// compaction can never resurrect a losing claim nor drop a winning one.
 type Assigner struct {
 	Admin *Admin
 	// Topic is the assignment topic (relay.tenants).
 	Topic string
 	// Events is the topic whose partitions are assigned (relay.events).
 	Events string
+
+	writeRecords int // claims per produce request; 0: maxWriteRecords (tests lower it)
 }
 
 // claim is the value of one assignment record; its key is the tenant id.
@@ -218,27 +225,57 @@ func (st *assignments) apply(c claim) {
 	st.owner[c.Partition] = c.Tenant
 }
 
-// write appends claims with acks=all.
+// Claims are written in produce requests of at most maxWriteBytes and
+// maxWriteRecords: one request holding every claim of a few thousand new
+// tenants passes a real cluster's default max.message.bytes (1 MiB), and
+// the whole tenants file was refused.
+const (
+	maxWriteBytes   = 256 << 10
+	maxWriteRecords = 1000
+	recordOverhead  = 32 // a record's framing besides key and value, at most
+)
+
+// write appends claims with acks=all, in order, in requests of at most
+// maxWriteBytes and maxWriteRecords sent one after another. A request that
+// fails ends the write: the claims before it are in the log, the later
+// ones are not sent (see the type doc).
 func (a *Assigner) write(ctx context.Context, claims []claim) error {
 	now := time.Now().UTC()
-	recs := make([]kafka.Record, 0, len(claims))
+	perWrite := cmp.Or(a.writeRecords, maxWriteRecords)
+	var recs []kafka.Record
+	size, written := 0, 0
+	flush := func() error {
+		if len(recs) == 0 {
+			return nil
+		}
+		res, err := a.Admin.Client.Produce(ctx, &kafka.ProduceRequest{
+			Topic: a.Topic, Partition: 0, RequiredAcks: kafka.RequireAll,
+			Records: kafka.NewRecordReader(recs...),
+		})
+		if err == nil {
+			err = res.Error
+		}
+		if err != nil {
+			return fmt.Errorf("write %s (%d of %d claims written): %w", a.Topic, written, len(claims), err)
+		}
+		written += len(recs)
+		recs, size = nil, 0
+		return nil
+	}
 	for _, c := range claims {
 		c.At = now
 		v, err := json.Marshal(c)
 		if err != nil {
 			return err
 		}
+		n := len(c.Tenant) + len(v) + recordOverhead
+		if len(recs) == perWrite || len(recs) > 0 && size+n > maxWriteBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		recs = append(recs, kafka.Record{Key: kafka.NewBytes([]byte(c.Tenant)), Value: kafka.NewBytes(v), Time: now})
+		size += n
 	}
-	res, err := a.Admin.Client.Produce(ctx, &kafka.ProduceRequest{
-		Topic: a.Topic, Partition: 0, RequiredAcks: kafka.RequireAll,
-		Records: kafka.NewRecordReader(recs...),
-	})
-	if err != nil {
-		return fmt.Errorf("write %s: %w", a.Topic, err)
-	}
-	if res.Error != nil {
-		return fmt.Errorf("write %s: %w", a.Topic, res.Error)
-	}
-	return nil
+	return flush()
 }

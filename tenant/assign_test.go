@@ -6,10 +6,13 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func TestAssign_First(t *testing.T) {
@@ -348,4 +351,70 @@ func TestAssign_CompactionKeepsAnswer(t *testing.T) {
 			compactAndCheck(t, tc, want)
 		})
 	}
+}
+
+// TestAssign_WriteFailingPartWay: claims go out in several produce
+// requests when there are many, and one of them can fail after others
+// were written. The claims written stand, the others are made again by
+// the next Assign, on this node or another with a different file, and no
+// partition is given twice.
+func TestAssign_WriteFailingPartWay(t *testing.T) {
+	tc := newTestCluster(t)
+	a := tc.assigner()
+	a.writeRecords = 3
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, fmt.Sprintf("t%02d", i))
+	}
+
+	// The third request of claims fails, as a leader change would make it.
+	var requests atomic.Int32
+	tc.c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if requests.Add(1) < 3 {
+			return nil, nil, false // written; the control stays for the next request
+		}
+		r := req.(*kmsg.ProduceRequest)
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotEnoughReplicas.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true // handled: the control is dropped
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := a.Assign(ctx, ids)
+	require.ErrorContains(t, err, "6 of 10 claims written")
+	var keys []string
+	for _, r := range tc.records() {
+		keys = append(keys, string(r.Key))
+	}
+	require.Equal(t, ids[:6], keys, "the requests before the failed one are written, in order; none after it")
+
+	// Another node, whose file differs, adds tenants meanwhile.
+	other := tc.assign(tc.assigner(), "new", "t07")
+	require.Equal(t, map[string]int32{"new": 6, "t07": 7}, other)
+
+	// The next reload converges: the claims written keep their
+	// partitions, the others get free ones, and every node agrees.
+	got := tc.assign(a, ids...)
+	requireDistinct(t, got)
+	for i, id := range ids[:6] {
+		require.Equal(t, int32(i), got[id], id)
+	}
+	require.Equal(t, int32(7), got["t07"])
+	all := maps.Clone(got)
+	all["new"] = 6
+	requireDistinct(t, all)
+	require.Equal(t, got, tc.assign(tc.assigner(), ids...), "a fresh node sees the same")
+	for id, c := range latestClaims(tc.records()) {
+		require.Equal(t, all[id], c.Partition, id)
+	}
+	require.Equal(t, 11, tc.eventsPartitions())
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -515,4 +516,39 @@ func TestTenantInfoStaysWholeAcrossReloads(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	require.Zero(t, partial.Load(), "scrapes that saw fewer than the 2 tenants in force")
+}
+
+// TestRegistry_LoadsThousandsOfNewTenantsAtOnce: a tenants file that adds
+// thousands of tenants at once (the first start of a large install) loads
+// on a cluster whose relay.tenants takes Kafka's default max.message.bytes,
+// 1 MiB: their claims, over 1 MiB together, are written in several
+// requests, in order.
+func TestRegistry_LoadsThousandsOfNewTenantsAtOnce(t *testing.T) {
+	const n = 6000
+	secret := newSecret(t, 24)
+	specs := make([]tenantSpec, n)
+	for i := range specs {
+		id := fmt.Sprintf("tenant-%05d-", i)
+		id += strings.Repeat("x", 64-len(id)) // the longest ids allowed
+		specs[i] = tenantSpec{ID: id, Accounts: []string{strconv.Itoa(100000000000000 + i)}}
+	}
+	r := newTestRegistry(t, tenantsYAML(secret, specs...), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, r.cluster.admin().EnsureTopics(ctx, TopicSpec{
+		Name: testTenantsTopic, Configs: map[string]string{"max.message.bytes": "1048588"}, Enforce: true,
+	}))
+
+	require.NoError(t, r.reload(t))
+	require.Len(t, r.Snapshot().Tenants, n)
+	recs := r.cluster.records()
+	require.Len(t, recs, n)
+	for i, rec := range recs {
+		c, ok := rec.claim()
+		require.True(t, ok)
+		require.Equal(t, specs[i].ID, c.Tenant, "claims are written in id order")
+		require.Equal(t, int32(i), c.Partition)
+		require.Equal(t, int32(i), r.Snapshot().Tenant(c.Tenant).Partition)
+	}
+	require.Equal(t, n, r.cluster.eventsPartitions())
 }

@@ -204,6 +204,9 @@ func (r *Registry) Reload(ctx context.Context) error {
 func (r *Registry) reload(ctx context.Context) error {
 	data, err := os.ReadFile(r.cfg.File)
 	if err != nil {
+		r.mu.Lock()
+		r.lastSum = [sha256.Size]byte{} // Watch reloads as soon as the file can be read again
+		r.mu.Unlock()
 		return fmt.Errorf("%w: %w", ErrInvalidFile, err)
 	}
 	// The checksum is of the secret files' content as parsed, not read
@@ -289,9 +292,22 @@ func (r *Registry) reload(ctx context.Context) error {
 // A file that was refused is also tried again every RetryRefused, unchanged:
 // what it refers to may have appeared since (a signing_secret_file mounted
 // after the tenants file). Each reload has watchReloadTimeout to finish.
+//
+// A file that cannot be read (deleted, its permissions changed) is refused
+// the same way, by a reload that fails, so it is logged and counted, and
+// tried again every RetryRefused until it can be read and loads. Only from
+// the second check in a row that cannot read it: a rename over the file
+// never leaves it missing, but a tool that deletes it and then writes the
+// new one does, for a moment.
 func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	reload := func() {
+		rctx, cancel := context.WithTimeout(ctx, watchReloadTimeout)
+		defer cancel()
+		_ = r.Reload(rctx) // logged and counted by Reload
+	}
+	unreadable := 0 // checks in a row that could not read the file
 	for {
 		select {
 		case <-ctx.Done():
@@ -300,8 +316,20 @@ func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 		}
 		data, err := os.ReadFile(r.cfg.File)
 		if err != nil {
+			unreadable++
+			if unreadable == 1 {
+				r.cfg.Logger.Debug("tenants file unreadable; refused if it still is at the next check", "file", r.cfg.File, "err", err)
+				continue
+			}
+			r.mu.Lock()
+			due := unreadable == 2 || time.Since(r.failedAt) >= r.cfg.RetryRefused
+			r.mu.Unlock()
+			if due {
+				reload()
+			}
 			continue
 		}
+		unreadable = 0
 		r.mu.Lock()
 		files := r.secretFiles
 		r.mu.Unlock()
@@ -310,9 +338,7 @@ func (r *Registry) Watch(ctx context.Context, interval time.Duration) {
 		due := sum != r.lastSum || !r.failedAt.IsZero() && time.Since(r.failedAt) >= r.cfg.RetryRefused
 		r.mu.Unlock()
 		if due {
-			rctx, cancel := context.WithTimeout(ctx, watchReloadTimeout)
-			_ = r.Reload(rctx) // logged and counted by Reload
-			cancel()
+			reload()
 		}
 	}
 }

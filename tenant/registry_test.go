@@ -1,9 +1,11 @@
 package tenant
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -372,6 +374,140 @@ func TestRegistry_WatchRetriesFailedSwap(t *testing.T) {
 		"the reload was not retried")
 	require.Equal(t, 2.0, r.counts().failed)
 	requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1}, acmeSpec, globexSpec)
+}
+
+// TestRegistry_WatchReportsAMissingFile: a tenants file deleted while the
+// relay runs is refused like a broken one: counted as a failed reload
+// (which the alert on a refused tenants file watches), tried again every
+// RetryRefused but logged once, the previous tenants staying in force.
+// Once the file is back it is loaded at the next check, not only at the
+// next retry.
+func TestRegistry_WatchReportsAMissingFile(t *testing.T) {
+	tests := []struct {
+		name         string
+		retryRefused time.Duration
+		failed       float64 // failed reloads to wait for while the file is missing
+	}{
+		{name: "reported once", retryRefused: time.Hour, failed: 1},
+		{name: "tried again, logged once", retryRefused: 50 * time.Millisecond, failed: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			secret := newSecret(t, 32)
+			var log lockedBuffer
+			r := newTestRegistry(t, tenantsYAML(secret, acmeSpec), func(c *RegistryConfig) {
+				c.RetryRefused = tt.retryRefused
+				c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+			})
+			require.NoError(t, r.reload(t))
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
+			defer wg.Wait()
+			defer cancel()
+
+			require.NoError(t, os.Remove(r.file))
+			require.Eventually(t, func() bool { return r.counts().failed >= tt.failed }, 10*time.Second, 5*time.Millisecond,
+				"a missing file is counted as a failed reload")
+			var lines []string
+			for l := range strings.Lines(log.String()) {
+				if strings.Contains(l, "level=ERROR") {
+					lines = append(lines, l)
+				}
+			}
+			require.Len(t, lines, 1, "logged once:\n%s", log.String())
+			require.Contains(t, lines[0], "tenants reload refused; previous tenants stay in force")
+			require.Contains(t, lines[0], "open "+r.file, "the error names the file")
+			require.Equal(t, uint64(1), r.Snapshot().Version)
+			requireResolves(t, r, map[string]int32{"acme": 0}, acmeSpec)
+
+			// The file comes back, unchanged: it is loaded, and no longer
+			// refused.
+			writeFile(t, r.file, tenantsYAML(secret, acmeSpec))
+			require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond)
+			r.mu.Lock()
+			failedAt := r.failedAt
+			r.mu.Unlock()
+			require.True(t, failedAt.IsZero(), "the file loaded is no longer tried as refused")
+			require.Equal(t, 2.0, r.counts().ok)
+			if tt.failed == 1 {
+				require.Equal(t, 1.0, r.counts().failed, "counted once, not at every check")
+			}
+		})
+	}
+}
+
+// TestRegistry_WatchWaitsOutAMomentarilyMissingFile: a tool that replaces
+// the tenants file by deleting it and writing the new one leaves no file
+// for a moment. A check that falls in that moment reports nothing: only a
+// file still missing at the next check is refused.
+func TestRegistry_WatchWaitsOutAMomentarilyMissingFile(t *testing.T) {
+	secret := newSecret(t, 32)
+	var log lockedBuffer
+	var file string
+	var replaced atomic.Bool
+	writeErr := make(chan error, 1)
+	r := newTestRegistry(t, tenantsYAML(secret, acmeSpec), func(c *RegistryConfig) {
+		file = c.File
+		// The new file is written as soon as a check has found none:
+		// before the next check, however slow the machine.
+		c.Logger = slog.New(hookHandler{
+			Handler: slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}),
+			msg:     "tenants file unreadable; refused if it still is at the next check",
+			fn: func() {
+				if !replaced.Swap(true) {
+					writeErr <- os.WriteFile(file, []byte(tenantsYAML(secret, acmeSpec, globexSpec)), 0o600)
+				}
+			},
+		})
+	})
+	require.NoError(t, r.reload(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
+	defer wg.Wait()
+	defer cancel()
+
+	require.NoError(t, os.Remove(r.file))
+	require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond)
+	require.True(t, replaced.Load(), "a check found no file")
+	require.NoError(t, <-writeErr)
+	requireResolves(t, r, map[string]int32{"acme": 0, "globex": 1}, acmeSpec, globexSpec)
+	require.Equal(t, 0.0, r.counts().failed)
+	require.NotContains(t, log.String(), "level=ERROR")
+}
+
+// hookHandler runs fn inside the logging call of each record whose message
+// is msg, so a test can act at that point of the code that logs.
+type hookHandler struct {
+	slog.Handler
+	msg string
+	fn  func()
+}
+
+func (h hookHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if rec.Message == h.msg {
+		h.fn()
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+// lockedBuffer is a logger's output, safe to read while it writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // TestRegistry_LookupDuringReloads looks accounts up from many goroutines

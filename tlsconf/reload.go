@@ -2,6 +2,7 @@ package tlsconf
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,7 +20,8 @@ import (
 // KeyPair is a certificate chain and its private key loaded from two PEM
 // files and re-read when they change. It accepts what openssl writes: PKCS#1
 // RSA, PKCS#8 and SEC1 EC keys, and a certificate file holding the leaf
-// followed by its intermediates. Its methods are safe for concurrent use.
+// followed by its intermediates. It refuses an encrypted key: the relay has
+// no passphrase. Its methods are safe for concurrent use.
 type KeyPair struct {
 	r *reloader[*tls.Certificate]
 }
@@ -106,7 +110,7 @@ func (p *CAPool) LastError() error { return p.r.lastError() }
 // when their content changes. Checks run in the caller's goroutine.
 type reloader[T any] struct {
 	files    []string
-	parse    func(data [][]byte) (T, error)
+	parse    parseFunc[T]
 	interval time.Duration
 	now      func() time.Time
 
@@ -117,7 +121,11 @@ type reloader[T any] struct {
 	err     error             // of the latest check
 }
 
-func newReloader[T any](o options, parse func([][]byte) (T, error), files ...string) (*reloader[T], error) {
+// parseFunc parses the content of files, data[i] being that of files[i],
+// into the value a reloader holds.
+type parseFunc[T any] func(files []string, data [][]byte) (T, error)
+
+func newReloader[T any](o options, parse parseFunc[T], files ...string) (*reloader[T], error) {
 	r := &reloader[T]{files: files, parse: parse, interval: o.checkInterval, now: o.now}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -177,7 +185,7 @@ func (r *reloader[T]) reloadLocked(first bool) error {
 		r.err = nil
 		return nil
 	}
-	v, err := r.parse(data)
+	v, err := r.parse(r.files, data)
 	if err != nil {
 		r.err = fmt.Errorf("reload: %s: %w", joinNames(r.files), err)
 		return r.err
@@ -193,8 +201,9 @@ func joinNames(files []string) string {
 	return fmt.Sprintf("%s and %s", files[0], files[1])
 }
 
-// parseKeyPair parses data[0] as the certificate chain and data[1] as its key.
-func parseKeyPair(data [][]byte) (*tls.Certificate, error) {
+// parseKeyPair parses data[0] as the certificate chain and data[1], from
+// files[1], as its key.
+func parseKeyPair(files []string, data [][]byte) (*tls.Certificate, error) {
 	if err := checkPEMComplete(data[0]); err != nil {
 		return nil, fmt.Errorf("cert file: %w", err)
 	}
@@ -203,6 +212,11 @@ func parseKeyPair(data [][]byte) (*tls.Certificate, error) {
 	}
 	cert, err := tls.X509KeyPair(data[0], data[1])
 	if err != nil {
+		if typ, ok := encryptedKey(data[1]); ok {
+			return nil, fmt.Errorf("key file is encrypted (%s): the relay needs an unencrypted PEM key; "+
+				"write one with \"openssl pkey -in %s -out %s\" (it asks for the passphrase), keep it mode 0600 and use that file",
+				typ, files[1], decryptedName(files[1]))
+		}
 		return nil, err
 	}
 	if cert.Leaf == nil {
@@ -213,9 +227,40 @@ func parseKeyPair(data [][]byte) (*tls.Certificate, error) {
 	return &cert, nil
 }
 
+// encryptedKey reports whether the key block tls.X509KeyPair uses (the first
+// whose type ends in "PRIVATE KEY") is encrypted, as openssl writes it when
+// given a passphrase: PKCS#8 "ENCRYPTED PRIVATE KEY", or the older PEM
+// encryption with a "Proc-Type: 4,ENCRYPTED" header. It returns the form.
+func encryptedKey(data []byte) (string, bool) {
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return "", false
+		}
+		if block.Type != "PRIVATE KEY" && !strings.HasSuffix(block.Type, " PRIVATE KEY") {
+			continue
+		}
+		switch {
+		case block.Type == "ENCRYPTED PRIVATE KEY":
+			return "PKCS#8 ENCRYPTED PRIVATE KEY", true
+		case strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+			return block.Type + " with Proc-Type: 4,ENCRYPTED", true
+		}
+		return "", false
+	}
+}
+
+// decryptedName suggests a file name for the decrypted copy of the key file
+// name: key.pem gives key-unencrypted.pem.
+func decryptedName(name string) string {
+	ext := filepath.Ext(name)
+	return strings.TrimSuffix(name, ext) + "-unencrypted" + cmp.Or(ext, ".pem")
+}
+
 // parseCAPool parses data[0] as a bundle of PEM certificates; blocks of
 // other types are skipped.
-func parseCAPool(data [][]byte) (*x509.CertPool, error) {
+func parseCAPool(_ []string, data [][]byte) (*x509.CertPool, error) {
 	if err := checkPEMComplete(data[0]); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,6 +173,63 @@ func TestKeyPairKeepsCertificateOnBadReplacement(t *testing.T) {
 		assert.Equal(t, a.Cert.Raw, kp.Certificate().Leaf.Raw)
 		assert.NoError(t, kp.LastError())
 	})
+}
+
+// The relay has no passphrase to decrypt a key with. A key openssl wrote
+// with one, in either of its forms, is refused with an error that says so
+// and how to write an unencrypted copy, rather than Go's "tls: failed to
+// parse private key". openssl is required: the test fails without it.
+func TestKeyPairRefusesEncryptedKey(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatalf("openssl is required on PATH for this test: %v", err)
+	}
+	ca := newTestCA(t, "test CA")
+	c := issueServer(t, ca)
+
+	tests := []struct {
+		name    string
+		args    []string // openssl pkey arguments that encrypt the key
+		wantPEM string   // how the encrypted key file shows it
+		wantErr string
+	}{
+		{"PKCS#8", []string{"-aes256"}, "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+			"key file is encrypted (PKCS#8 ENCRYPTED PRIVATE KEY): the relay needs an unencrypted PEM key"},
+		{"legacy PEM encryption", []string{"-aes256", "-traditional"}, "Proc-Type: 4,ENCRYPTED",
+			"key file is encrypted (EC PRIVATE KEY with Proc-Type: 4,ENCRYPTED): the relay needs an unencrypted PEM key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			files := newPairFiles(t, "server")
+			files.write(t, fileWriter{"rename", writeByRename}, c)
+			encrypted := filepath.Join(filepath.Dir(files.key), "encrypted-key.pem")
+			args := append([]string{"pkey", "-in", files.key, "-passout", "pass:secret", "-out", encrypted}, tt.args...)
+			out, err := exec.Command("openssl", args...).CombinedOutput()
+			require.NoError(t, err, "openssl %s:\n%s", strings.Join(args, " "), out)
+			keyPEM, err := os.ReadFile(encrypted)
+			require.NoError(t, err)
+			require.Contains(t, string(keyPEM), tt.wantPEM, "openssl wrote another form than this case is about")
+
+			_, err = LoadKeyPair(files.cert, encrypted)
+			require.ErrorContains(t, err, tt.wantErr)
+			decrypted := filepath.Join(filepath.Dir(files.key), "encrypted-key-unencrypted.pem")
+			assert.ErrorContains(t, err, fmt.Sprintf(`"openssl pkey -in %s -out %s"`, encrypted, decrypted), "the error names the file and how to decrypt it")
+
+			// The advice works.
+			args = []string{"pkey", "-in", encrypted, "-passin", "pass:secret", "-out", decrypted}
+			out, err = exec.Command("openssl", args...).CombinedOutput()
+			require.NoError(t, err, "openssl %s:\n%s", strings.Join(args, " "), out)
+			_, err = LoadKeyPair(files.cert, decrypted)
+			require.NoError(t, err)
+
+			// As a replacement, it keeps the loaded key pair.
+			kp, err := LoadKeyPair(files.cert, files.key, CheckInterval(-1))
+			require.NoError(t, err)
+			writeByRename(t, files.key, keyPEM)
+			require.ErrorContains(t, kp.Reload(), tt.wantErr)
+			assert.ErrorContains(t, kp.LastError(), tt.wantErr)
+			assert.Equal(t, c.Cert.Raw, kp.Certificate().Leaf.Raw)
+		})
+	}
 }
 
 func TestKeyPairCheckInterval(t *testing.T) {

@@ -46,6 +46,21 @@ func TestNewClientErrors(t *testing.T) {
 		_, err = c.Dialer(files.cert + ".missing")
 		require.ErrorContains(t, err, "client: server CA: reload: open ")
 	})
+
+	now := time.Now()
+	t.Run("expired certificate", func(t *testing.T) {
+		expired := newPairFiles(t, "client")
+		expired.write(t, fileWriter{"rename", writeByRename}, serverValidBetween(t, ca, now.Add(-48*time.Hour), now.Add(-time.Hour)))
+		_, err := NewClient(expired.cert, expired.key)
+		require.ErrorContains(t, err, "client: reload: "+expired.cert+" and "+expired.key+`: cert file: certificate "CN=localhost" expired at `)
+	})
+	t.Run("expired server CA", func(t *testing.T) {
+		c, err := NewClient(files.cert, files.key)
+		require.NoError(t, err)
+		caFile := writeCAFile(t, caValidBetween(t, "expired CA", now.Add(-48*time.Hour), now.Add(-time.Hour)))
+		_, err = c.Dialer(caFile)
+		require.ErrorContains(t, err, "client: server CA: reload: "+caFile+`: CA certificate "CN=expired CA" expired at `)
+	})
 }
 
 func TestClientVerifiesServer(t *testing.T) {

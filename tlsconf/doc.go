@@ -8,9 +8,9 @@
 // default), a handshake compares the files' content with what is loaded and
 // parses them again if they changed. There are no background goroutines. A
 // replacement that fails to parse (a half-written file, a key that does not
-// match its certificate, an encrypted key) keeps the previous certificate
-// serving and is reported by LastError until the files are valid again. At
-// load the same files are an error.
+// match its certificate, an encrypted key) or whose certificate has expired
+// keeps the previous certificate serving and is reported by LastError until
+// the files are valid again. At load the same files are an error.
 //
 // Every config requires TLS 1.2 or later and verifies its peer; nothing in
 // this package skips verification.

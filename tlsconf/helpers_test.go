@@ -2,9 +2,15 @@ package tlsconf
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -86,6 +92,54 @@ func issueClient(t *testing.T, ca *CA, cn string) *Cert {
 	c, err := ca.IssueClient(cn)
 	require.NoError(t, err)
 	return c
+}
+
+// serverValidBetween issues a certificate for localhost, like issueServer,
+// valid from notBefore to notAfter: one that has expired, or one not valid
+// yet.
+func serverValidBetween(t *testing.T, ca *CA, notBefore, notAfter time.Time) *Cert {
+	t.Helper()
+	return certValidBetween(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "localhost"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, notBefore, notAfter, ca)
+}
+
+// caValidBetween makes a CA, like newTestCA, valid from notBefore to
+// notAfter.
+func caValidBetween(t *testing.T, name string, notBefore, notAfter time.Time) *CA {
+	t.Helper()
+	c := certValidBetween(t, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: name},
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}, notBefore, notAfter, nil)
+	return &CA{Cert: *c}
+}
+
+// certValidBetween makes a P-256 key and a certificate from tmpl valid from
+// notBefore to notAfter, signed by parent, or by itself if parent is nil.
+// The development CA (newCert) always makes certificates valid from now.
+func certValidBetween(t *testing.T, tmpl *x509.Certificate, notBefore, notAfter time.Time, parent *CA) *Cert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	require.NoError(t, err)
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.Cert.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return &Cert{Cert: cert, Key: key}
 }
 
 // writeCAFile writes the CA certificates into a new temporary file.

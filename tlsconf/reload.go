@@ -20,16 +20,17 @@ import (
 // KeyPair is a certificate chain and its private key loaded from two PEM
 // files and re-read when they change. It accepts what openssl writes: PKCS#1
 // RSA, PKCS#8 and SEC1 EC keys, and a certificate file holding the leaf
-// followed by its intermediates. It refuses an encrypted key: the relay has
-// no passphrase. Its methods are safe for concurrent use.
+// followed by its intermediates. It refuses an encrypted key (the relay has
+// no passphrase) and a leaf certificate that has expired. Its methods are
+// safe for concurrent use.
 type KeyPair struct {
 	r *reloader[*tls.Certificate]
 }
 
 // LoadKeyPair loads certFile and keyFile. Later handshakes pick up new
 // content of either file (see CheckInterval); a replacement that does not
-// parse keeps the loaded certificate and is reported by LastError.
-// It accepts CheckInterval only.
+// parse, or whose certificate has expired, keeps the loaded certificate and
+// is reported by LastError. It accepts CheckInterval only.
 func LoadKeyPair(certFile, keyFile string, opts ...Option) (*KeyPair, error) {
 	o := applyOptions(opts)
 	if err := o.check(false, false); err != nil {
@@ -62,7 +63,8 @@ func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certif
 }
 
 // Reload re-reads the files now. If their content changed and does not
-// parse, it returns the error and keeps the loaded certificate.
+// parse, or holds an expired certificate, it returns the error and keeps the
+// loaded certificate.
 func (k *KeyPair) Reload() error { return k.r.reload() }
 
 // LastError returns the error of the latest read of the files, lazy or
@@ -76,8 +78,10 @@ type CAPool struct {
 }
 
 // LoadCAPool loads the PEM bundle in caFile, which must hold at least one
-// certificate. Later handshakes pick up new content (see CheckInterval); a
-// replacement that does not parse keeps the loaded pool and is reported by
+// certificate that has not expired (a bundle may keep an expired CA beside
+// a valid one, as during a CA rotation). Later handshakes pick up new
+// content (see CheckInterval); a replacement that does not parse, or whose
+// certificates have all expired, keeps the loaded pool and is reported by
 // LastError. It accepts CheckInterval only.
 func LoadCAPool(caFile string, opts ...Option) (*CAPool, error) {
 	o := applyOptions(opts)
@@ -99,7 +103,8 @@ func LoadCAPool(caFile string, opts ...Option) (*CAPool, error) {
 func (p *CAPool) Pool() *x509.CertPool { return p.r.get() }
 
 // Reload re-reads the file now. If its content changed and does not parse,
-// it returns the error and keeps the loaded pool.
+// or its certificates have all expired, it returns the error and keeps the
+// loaded pool.
 func (p *CAPool) Reload() error { return p.r.reload() }
 
 // LastError returns the error of the latest read of the file, lazy or
@@ -122,8 +127,9 @@ type reloader[T any] struct {
 }
 
 // parseFunc parses the content of files, data[i] being that of files[i],
-// into the value a reloader holds.
-type parseFunc[T any] func(files []string, data [][]byte) (T, error)
+// into the value a reloader holds; now is the time certificates must be
+// valid at.
+type parseFunc[T any] func(files []string, data [][]byte, now time.Time) (T, error)
 
 func newReloader[T any](o options, parse parseFunc[T], files ...string) (*reloader[T], error) {
 	r := &reloader[T]{files: files, parse: parse, interval: o.checkInterval, now: o.now}
@@ -185,7 +191,7 @@ func (r *reloader[T]) reloadLocked(first bool) error {
 		r.err = nil
 		return nil
 	}
-	v, err := r.parse(r.files, data)
+	v, err := r.parse(r.files, data, r.now())
 	if err != nil {
 		r.err = fmt.Errorf("reload: %s: %w", joinNames(r.files), err)
 		return r.err
@@ -202,8 +208,11 @@ func joinNames(files []string) string {
 }
 
 // parseKeyPair parses data[0] as the certificate chain and data[1], from
-// files[1], as its key.
-func parseKeyPair(files []string, data [][]byte) (*tls.Certificate, error) {
+// files[1], as its key. It refuses a leaf certificate expired at now: every
+// peer would refuse it. One not valid yet (this clock behind the issuer's)
+// is accepted, and so are the intermediates as they are: a peer may verify
+// through another path.
+func parseKeyPair(files []string, data [][]byte, now time.Time) (*tls.Certificate, error) {
 	if err := checkPEMComplete(data[0]); err != nil {
 		return nil, fmt.Errorf("cert file: %w", err)
 	}
@@ -223,6 +232,10 @@ func parseKeyPair(files []string, data [][]byte) (*tls.Certificate, error) {
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
 			return nil, fmt.Errorf("cert file: %w", err)
 		}
+	}
+	if leaf := cert.Leaf; now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("cert file: certificate %q expired at %s (its NotAfter); install a renewed one",
+			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return &cert, nil
 }
@@ -259,13 +272,17 @@ func decryptedName(name string) string {
 }
 
 // parseCAPool parses data[0] as a bundle of PEM certificates; blocks of
-// other types are skipped.
-func parseCAPool(_ []string, data [][]byte) (*x509.CertPool, error) {
+// other types are skipped. It refuses a bundle whose certificates have all
+// expired at now, which could verify no peer; an expired CA beside a valid
+// one is kept (a bundle during a CA rotation).
+func parseCAPool(_ []string, data [][]byte, now time.Time) (*x509.CertPool, error) {
 	if err := checkPEMComplete(data[0]); err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
 	n := 0
+	valid := false
+	var lastExpired *x509.Certificate // of the expired ones, the last to expire
 	for rest := data[0]; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
@@ -281,9 +298,22 @@ func parseCAPool(_ []string, data [][]byte) (*x509.CertPool, error) {
 		}
 		pool.AddCert(cert)
 		n++
+		switch {
+		case !now.After(cert.NotAfter):
+			valid = true
+		case lastExpired == nil || cert.NotAfter.After(lastExpired.NotAfter):
+			lastExpired = cert
+		}
 	}
 	if n == 0 {
 		return nil, errors.New("no PEM certificate found")
+	}
+	if !valid {
+		name, at := lastExpired.Subject.String(), lastExpired.NotAfter.UTC().Format(time.RFC3339)
+		if n == 1 {
+			return nil, fmt.Errorf("CA certificate %q expired at %s (its NotAfter); install the renewed CA", name, at)
+		}
+		return nil, fmt.Errorf("all %d CA certificates have expired, the last (%q) at %s (its NotAfter); install the renewed CA", n, name, at)
 	}
 	return pool, nil
 }

@@ -175,6 +175,78 @@ func TestKeyPairKeepsCertificateOnBadReplacement(t *testing.T) {
 	})
 }
 
+// An expired certificate would fail every handshake at the peer (Meta for
+// the ingress, each instance for the delivery client) while nothing on the
+// relay's side said why. It is refused at load; as a replacement it keeps
+// the loaded certificate and is reported like any replacement that does not
+// load (LastError, hence relay_tls_reload_failing). A certificate not valid
+// yet, as when this host's clock is behind the issuer's, is taken.
+func TestKeyPairRefusesExpiredCertificate(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	now := time.Now()
+	expiredAt := now.Add(-time.Hour)
+	valid := issueServer(t, ca)
+
+	tests := []struct {
+		name    string
+		cert    *Cert
+		wantErr string // empty: loads
+	}{
+		{"expired an hour ago", serverValidBetween(t, ca, now.Add(-48*time.Hour), expiredAt),
+			`cert file: certificate "CN=localhost" expired at ` + expiredAt.UTC().Format(time.RFC3339) + " (its NotAfter)"},
+		{"valid from in an hour (clock skew)", serverValidBetween(t, ca, now.Add(time.Hour), now.Add(48*time.Hour)), ""},
+		{"valid", issueServer(t, ca), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Run("at load", func(t *testing.T) {
+				files := newPairFiles(t, "server")
+				files.write(t, fileWriter{"rename", writeByRename}, tt.cert)
+				kp, err := LoadKeyPair(files.cert, files.key)
+				if tt.wantErr != "" {
+					require.ErrorContains(t, err, tt.wantErr)
+					assert.ErrorContains(t, err, "reload: "+files.cert+" and "+files.key+": ", "the error names the files")
+					return
+				}
+				require.NoError(t, err)
+				assert.Equal(t, tt.cert.Cert.Raw, kp.Certificate().Leaf.Raw)
+			})
+			t.Run("as a replacement", func(t *testing.T) {
+				files := newPairFiles(t, "server")
+				files.write(t, fileWriter{"rename", writeByRename}, valid)
+				kp, err := LoadKeyPair(files.cert, files.key, CheckInterval(0))
+				require.NoError(t, err)
+
+				files.write(t, fileWriter{"rename", writeByRename}, tt.cert)
+				got, err := kp.GetCertificate(nil)
+				require.NoError(t, err)
+				if tt.wantErr == "" {
+					assert.Equal(t, tt.cert.Cert.Raw, got.Leaf.Raw)
+					assert.NoError(t, kp.LastError())
+					return
+				}
+				assert.Equal(t, valid.Cert.Raw, got.Leaf.Raw, "the expired certificate replaced the valid one")
+				assert.ErrorContains(t, kp.LastError(), tt.wantErr)
+				assert.ErrorContains(t, kp.Reload(), tt.wantErr)
+				assert.Equal(t, valid.Cert.Raw, kp.Certificate().Leaf.Raw)
+
+				// Putting the valid files back clears the error.
+				files.write(t, fileWriter{"rename", writeByRename}, valid)
+				require.NoError(t, kp.Reload())
+				assert.NoError(t, kp.LastError())
+			})
+		})
+	}
+
+	t.Run("judged by the reloader's clock", func(t *testing.T) {
+		clock := &fakeClock{now: valid.Cert.NotAfter.Add(time.Second)}
+		files := newPairFiles(t, "server")
+		files.write(t, fileWriter{"rename", writeByRename}, valid)
+		_, err := LoadKeyPair(files.cert, files.key, withClock(clock.Now))
+		require.ErrorContains(t, err, "expired at "+valid.Cert.NotAfter.UTC().Format(time.RFC3339))
+	})
+}
+
 // The relay has no passphrase to decrypt a key with. A key openssl wrote
 // with one, in either of its forms, is refused with an error that says so
 // and how to write an unencrypted copy, rather than Go's "tls: failed to
@@ -247,7 +319,8 @@ func TestKeyPairCheckInterval(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+			// From now: certificates are checked against this clock too.
+			clock := &fakeClock{now: time.Now()}
 			files := newPairFiles(t, "server")
 			files.write(t, fileWriter{"rename", writeByRename}, a)
 			kp, err := LoadKeyPair(files.cert, files.key, append(tt.opts, withClock(clock.Now))...)
@@ -342,6 +415,65 @@ func TestCAPool(t *testing.T) {
 			assert.NoError(t, p.LastError())
 			assert.True(t, verifies(p, leaf1))
 			assert.True(t, verifies(p, leaf2))
+		})
+	}
+}
+
+// A CA file whose certificates have all expired verifies no peer: every
+// handshake with it would fail. It is refused at load and, as a
+// replacement, keeps the loaded CAs and is reported. An expired CA beside
+// a valid one, as in a bundle during a CA rotation, is kept; a CA not valid
+// yet is taken.
+func TestCAPoolRefusesExpiredCA(t *testing.T) {
+	now := time.Now()
+	expiredAt, expiredBefore := now.Add(-time.Hour), now.Add(-2*time.Hour)
+	expired := caValidBetween(t, "expired CA", now.Add(-48*time.Hour), expiredAt)
+	expiredToo := caValidBetween(t, "expired CA too", now.Add(-48*time.Hour), expiredBefore)
+	notYet := caValidBetween(t, "CA of tomorrow", now.Add(time.Hour), now.Add(48*time.Hour))
+	current, loaded := newTestCA(t, "current CA"), newTestCA(t, "loaded CA")
+
+	tests := []struct {
+		name    string
+		cas     []*CA
+		wantErr string // empty: loads
+	}{
+		{"expired CA", []*CA{expired},
+			`CA certificate "CN=expired CA" expired at ` + expiredAt.UTC().Format(time.RFC3339) + " (its NotAfter)"},
+		{"bundle of expired CAs", []*CA{expiredToo, expired},
+			`all 2 CA certificates have expired, the last ("CN=expired CA") at ` + expiredAt.UTC().Format(time.RFC3339)},
+		{"expired CA beside a valid one", []*CA{expired, current}, ""},
+		{"valid from in an hour (clock skew)", []*CA{notYet}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Run("at load", func(t *testing.T) {
+				path := writeCAFile(t, tt.cas...)
+				_, err := LoadCAPool(path)
+				if tt.wantErr == "" {
+					require.NoError(t, err)
+					return
+				}
+				require.ErrorContains(t, err, tt.wantErr)
+				assert.ErrorContains(t, err, "reload: "+path+": ", "the error names the file")
+			})
+			t.Run("as a replacement", func(t *testing.T) {
+				path := writeCAFile(t, loaded)
+				p, err := LoadCAPool(path, CheckInterval(0))
+				require.NoError(t, err)
+				var bundle []byte
+				for _, ca := range tt.cas {
+					bundle = append(bundle, ca.CertPEM()...)
+				}
+				writeByRename(t, path, bundle)
+				if tt.wantErr == "" {
+					assert.True(t, p.Pool().Equal(poolOf(tt.cas...)))
+					assert.NoError(t, p.LastError())
+					return
+				}
+				assert.True(t, p.Pool().Equal(poolOf(loaded)), "the expired CA replaced the loaded one")
+				assert.ErrorContains(t, p.LastError(), tt.wantErr)
+				assert.ErrorContains(t, p.Reload(), tt.wantErr)
+			})
 		})
 	}
 }

@@ -15,6 +15,8 @@ import (
 
 func TestNewServerErrors(t *testing.T) {
 	ca := newTestCA(t, "test CA")
+	now := time.Now()
+	expiredCA := caValidBetween(t, "expired CA", now.Add(-48*time.Hour), now.Add(-time.Hour))
 	files := newPairFiles(t, "server")
 	files.write(t, fileWriter{"rename", writeByRename}, issueServer(t, ca))
 
@@ -28,6 +30,7 @@ func TestNewServerErrors(t *testing.T) {
 		{"empty client CA path", files.cert, []Option{RequireClientCert("")}, "server: option RequireClientCert: empty CA file path"},
 		{"missing client CA", files.cert, []Option{RequireClientCert(files.cert + ".missing")}, "server: client CA: reload: open "},
 		{"client option", files.cert, []Option{HandshakeTimeout(time.Second)}, "server: option HandshakeTimeout applies to NewClient only"},
+		{"expired client CA", files.cert, []Option{RequireClientCert(writeCAFile(t, expiredCA))}, `ca.pem: CA certificate "CN=expired CA" expired at `},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -35,6 +38,13 @@ func TestNewServerErrors(t *testing.T) {
 			require.ErrorContains(t, err, tt.wantErr)
 		})
 	}
+
+	t.Run("expired certificate", func(t *testing.T) {
+		expired := newPairFiles(t, "server")
+		expired.write(t, fileWriter{"rename", writeByRename}, serverValidBetween(t, ca, now.Add(-48*time.Hour), now.Add(-time.Hour)))
+		_, err := NewServer(expired.cert, expired.key)
+		require.ErrorContains(t, err, `server: reload: `+expired.cert+" and "+expired.key+`: cert file: certificate "CN=localhost" expired at `)
+	})
 }
 
 func TestServerConfig(t *testing.T) {

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,10 +16,11 @@ import (
 )
 
 // A replaced ingress certificate that does not load (here: a new
-// certificate beside the old key) keeps the old one in use, as tlsconf
-// does; the relay now says so in its log and in
-// relay_tls_reload_failing, and again once the files load. Before, a
-// failed rotation went unnoticed until the old certificate expired.
+// certificate beside the old key, then the key's own certificate but
+// expired) keeps the old one in use, as tlsconf does; the relay now says so
+// in its log and in relay_tls_reload_failing, and again once the files
+// load. Before, a failed rotation went unnoticed until the old certificate
+// expired, and an expired one was served until every peer refused it.
 func TestFailedCertificateRotationIsReported(t *testing.T) {
 	files, err := tlsconf.InitDevCA(filepath.Join(t.TempDir(), "certs"), []string{"acme"}, false)
 	require.NoError(t, err)
@@ -35,4 +40,23 @@ func TestFailedCertificateRotationIsReported(t *testing.T) {
 	writeFileAtomic(t, files.Ingress.Cert, good)
 	require.True(t, waitFor(20*time.Second, func() bool { return metric(t, e.Admin, series) == 0 }))
 	require.True(t, p.waitLog("certificate files load again", 5*time.Second))
+
+	writeFileAtomic(t, files.Ingress.Cert, expiredCopy(t, files.CA, files.Ingress))
+	require.True(t, waitFor(20*time.Second, func() bool { return metric(t, e.Admin, series) == 1 }), "the expired certificate is not reported")
+	require.True(t, p.waitLog(`cert file: certificate \"CN=localhost\" expired at `, 5*time.Second))
+}
+
+// expiredCopy returns, in PEM, the certificate of pair re-issued by the CA
+// with its validity moved to two days ago: the same key, expired.
+func expiredCopy(t *testing.T, ca, pair tlsconf.FilePair) []byte {
+	t.Helper()
+	issuer, err := tlsconf.LoadCA(ca.Cert, ca.Key)
+	require.NoError(t, err)
+	kp, err := tls.LoadX509KeyPair(pair.Cert, pair.Key)
+	require.NoError(t, err)
+	tmpl := *kp.Leaf
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-72*time.Hour), time.Now().Add(-48*time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, issuer.Cert.Cert, kp.Leaf.PublicKey, issuer.Key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

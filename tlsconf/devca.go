@@ -24,7 +24,9 @@ import (
 const (
 	devCAValidity   = 10 * 365 * 24 * time.Hour
 	devLeafValidity = 365 * 24 * time.Hour
-	devClockSkew    = time.Hour // NotBefore is backdated by this much
+	// devRenewBefore: a kept certificate expiring within it is issued anew.
+	devRenewBefore = 30 * 24 * time.Hour
+	devClockSkew   = time.Hour // NotBefore is backdated by this much
 )
 
 // Cert is a certificate and its ECDSA private key, held in memory.
@@ -196,7 +198,7 @@ type DevFiles struct {
 //
 // Files that exist are kept: with the CA's two files present, it issues
 // from that CA only the certificates whose two files are both missing
-// (adding a tenant); it refuses, writing nothing, when the CA is missing
+// (adding a tenant) or that expire within 30 days; it refuses, writing nothing, when the CA is missing
 // while other files exist, or a certificate's file exists without its
 // key's. force makes a new CA and replaces every file.
 func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
@@ -360,6 +362,11 @@ func existingDevFiles(files *DevFiles) (*CA, map[FilePair]bool, error) {
 		}
 		if err := pair.Leaf.CheckSignatureFrom(ca.Cert.Cert); err != nil {
 			return nil, nil, fmt.Errorf("devca: %s was not issued by %s (--force replaces them all, with a new CA)", fp.Cert, files.CA.Cert)
+		}
+		if time.Now().After(pair.Leaf.NotAfter.Add(-devRenewBefore)) {
+			// Expired or about to: the relay refuses an expired
+			// certificate, so issue it anew from the same CA.
+			delete(keep, fp)
 		}
 	}
 	return ca, keep, nil

@@ -3,7 +3,10 @@ package tlsconf
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -317,4 +320,45 @@ func TestInitDevCAPartialFailureNamesWhatWasWritten(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(dir, "globex.pem")))
 	_, err = InitDevCA(dir, []string{"acme", "globex", "zeta"}, false)
 	require.ErrorContains(t, err, "zeta.pem was not issued by "+filepath.Join(dir, "ca.pem"))
+}
+
+// A kept certificate that has expired, or expires within 30 days, is issued
+// anew from the same CA: the relay refuses an expired certificate, and
+// the files of a year-old development setup would otherwise stay expired.
+func TestInitDevCARenewsExpiringCertificates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	files, err := InitDevCA(dir, []string{"acme", "globex"}, false)
+	require.NoError(t, err)
+	ca, err := LoadCA(files.CA.Cert, files.CA.Key)
+	require.NoError(t, err)
+
+	// acme's certificate expired an hour ago; globex's has 40 days left.
+	reissue := func(fp FilePair, notAfter time.Time) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "localhost"},
+			NotBefore: notAfter.Add(-365 * 24 * time.Hour), NotAfter: notAfter, DNSNames: []string{"localhost"},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert.Cert, &key.PublicKey, ca.Key)
+		require.NoError(t, err)
+		cert, err := x509.ParseCertificate(der)
+		require.NoError(t, err)
+		require.NoError(t, (&Cert{Cert: cert, Key: key}).WriteFiles(fp.Cert, fp.Key))
+	}
+	reissue(files.Tenants["acme"], time.Now().Add(-time.Hour))
+	reissue(files.Tenants["globex"], time.Now().Add(40*24*time.Hour))
+	globexBefore, err := os.ReadFile(files.Tenants["globex"].Cert)
+	require.NoError(t, err)
+
+	again, err := InitDevCA(dir, []string{"acme", "globex"}, false)
+	require.NoError(t, err)
+	require.Equal(t, []string{files.Tenants["acme"].Cert, files.Tenants["acme"].Key}, again.Written)
+	kp, err := LoadKeyPair(files.Tenants["acme"].Cert, files.Tenants["acme"].Key)
+	require.NoError(t, err, "renewed")
+	require.NoError(t, kp.Certificate().Leaf.CheckSignatureFrom(ca.Cert.Cert), "from the same CA")
+	globexAfter, err := os.ReadFile(files.Tenants["globex"].Cert)
+	require.NoError(t, err)
+	require.Equal(t, globexBefore, globexAfter, "40 days left: kept")
 }

@@ -17,7 +17,8 @@ certificate (relay-client.pem), the ingress server certificate (ingress.pem)
 and a server certificate for each tenant instance (<tenant>.pem), each with
 its key (*-key.pem). Server certificates are for localhost, 127.0.0.1 and ::1.
 Files that exist are kept: with the CA present, it issues from it only the
-certificates missing (to add a tenant, list it with the others). It refuses
+certificates missing (to add a tenant, list it with the others) and those
+expired or expiring within 30 days (run it again to renew them). It refuses
 certificates without their CA, or a certificate without its key. --force
 makes a new CA and replaces every file (certificates handed out from the
 old CA stop working). It prints the files it wrote.

@@ -77,6 +77,14 @@ func (c *Client) Reload() error {
 	return nil
 }
 
+// NotAfter is when the client certificate in use expires; zero without one.
+func (c *Client) NotAfter() time.Time {
+	if c.keyPair == nil {
+		return time.Time{}
+	}
+	return c.keyPair.Certificate().Leaf.NotAfter
+}
+
 // LastError returns the error of the latest read of the client certificate
 // files, or nil if they matched or replaced what was loaded.
 func (c *Client) LastError() error {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Server is the TLS side of a listener: the relay's HTTPS ingress, or a
@@ -73,6 +74,9 @@ func (s *Server) Reload() error {
 	}
 	return nil
 }
+
+// NotAfter is when the certificate in use expires.
+func (s *Server) NotAfter() time.Time { return s.keyPair.Certificate().Leaf.NotAfter }
 
 // LastError returns the errors of the latest reads of the server's files,
 // joined, or nil if each file matched or replaced what was loaded.

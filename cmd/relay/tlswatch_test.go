@@ -28,6 +28,13 @@ func TestFailedCertificateRotationIsReported(t *testing.T) {
 	p := e.start()
 	const series = `relay_tls_reload_failing{files="ingress"}`
 	require.Equal(t, 0.0, metric(t, e.Admin, series))
+	const expiry = `relay_tls_cert_not_after_seconds{files="ingress"}`
+	notAfter := func(pair tlsconf.FilePair) float64 {
+		kp, err := tls.LoadX509KeyPair(pair.Cert, pair.Key)
+		require.NoError(t, err)
+		return float64(kp.Leaf.NotAfter.Unix())
+	}
+	require.Equal(t, notAfter(files.Ingress), metric(t, e.Admin, expiry), "the expiry of the certificate in use")
 
 	good, err := os.ReadFile(files.Ingress.Cert)
 	require.NoError(t, err)
@@ -44,18 +51,39 @@ func TestFailedCertificateRotationIsReported(t *testing.T) {
 	writeFileAtomic(t, files.Ingress.Cert, expiredCopy(t, files.CA, files.Ingress))
 	require.True(t, waitFor(20*time.Second, func() bool { return metric(t, e.Admin, series) == 1 }), "the expired certificate is not reported")
 	require.True(t, p.waitLog(`cert file: certificate \"CN=localhost\" expired at `, 5*time.Second))
+
+	// A renewal that loads moves the expiry on.
+	renewed := renewedCopy(t, files.CA, files.Ingress, 90*24*time.Hour)
+	writeFileAtomic(t, files.Ingress.Cert, renewed)
+	block, _ := pem.Decode(renewed)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	require.NoError(t, err)
+	require.True(t, waitFor(20*time.Second, func() bool { return metric(t, e.Admin, expiry) == float64(leaf.NotAfter.Unix()) }),
+		"the renewed certificate's expiry is not shown")
 }
 
 // expiredCopy returns, in PEM, the certificate of pair re-issued by the CA
 // with its validity moved to two days ago: the same key, expired.
 func expiredCopy(t *testing.T, ca, pair tlsconf.FilePair) []byte {
 	t.Helper()
+	return reissued(t, ca, pair, time.Now().Add(-72*time.Hour), time.Now().Add(-48*time.Hour))
+}
+
+// renewedCopy returns, in PEM, the certificate of pair re-issued by the CA
+// for the given time from now.
+func renewedCopy(t *testing.T, ca, pair tlsconf.FilePair, validity time.Duration) []byte {
+	t.Helper()
+	return reissued(t, ca, pair, time.Now().Add(-time.Hour), time.Now().Add(validity).Truncate(time.Second))
+}
+
+func reissued(t *testing.T, ca, pair tlsconf.FilePair, notBefore, notAfter time.Time) []byte {
+	t.Helper()
 	issuer, err := tlsconf.LoadCA(ca.Cert, ca.Key)
 	require.NoError(t, err)
 	kp, err := tls.LoadX509KeyPair(pair.Cert, pair.Key)
 	require.NoError(t, err)
 	tmpl := *kp.Leaf
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-72*time.Hour), time.Now().Add(-48*time.Hour)
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, issuer.Cert.Cert, kp.Leaf.PublicKey, issuer.Key)
 	require.NoError(t, err)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})

@@ -35,7 +35,7 @@ func (s *server) runDelivery(ctx context.Context) {
 	}
 	watching, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
-	go watchTLSFiles(watching, log, s.tlsFailing, "delivery_client", tlsClient)
+	go watchTLSFiles(watching, log, s.tlsGauges, "delivery_client", tlsClient)
 	transport := &kafka.Transport{Dial: s.dial, ClientID: cfg.Kafka.ClientID + "-delivery", DialTimeout: 5 * time.Second, MetadataTTL: 2 * time.Second}
 	defer transport.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerAddrs()...), Transport: transport, Timeout: 10 * time.Second}

@@ -47,7 +47,7 @@ type Options struct {
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	logger := opts.Logger
 	s := &server{cfg: cfg, logger: logger, reg: prometheus.NewRegistry(), version: opts.Version}
-	s.tlsFailing = newTLSFailing(s.reg)
+	s.tlsGauges = newTLSGauges(s.reg)
 	s.reg.MustRegister(
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			// How long runnable goroutines wait for a CPU, and GC pauses:
@@ -94,9 +94,10 @@ type server struct {
 	cfg    *config.Config
 	logger *slog.Logger
 	reg    *prometheus.Registry
-	// tlsFailing is relay_tls_reload_failing (watchTLSFiles).
-	tlsFailing *prometheus.GaugeVec
-	version    string
+	// tlsGauges are relay_tls_reload_failing and
+	// relay_tls_cert_not_after_seconds (watchTLSFiles).
+	tlsGauges tlsGauges
+	version   string
 
 	broker    *embeddedBroker
 	transport *kafka.Transport
@@ -313,7 +314,7 @@ func (s *server) setup(ctx context.Context) error {
 	s.bgCancel = cancel
 	s.bg.Go(func() { reg.Watch(bgCtx, cfg.Tenants.ReloadInterval) })
 	if ingressTLS != nil {
-		s.bg.Go(func() { watchTLSFiles(bgCtx, s.logger, s.tlsFailing, "ingress", ingressTLS) })
+		s.bg.Go(func() { watchTLSFiles(bgCtx, s.logger, s.tlsGauges, "ingress", ingressTLS) })
 	}
 	if cfg.Delivery.On() {
 		dctx, dcancel := context.WithCancel(context.Background())

@@ -409,12 +409,18 @@ func TestRegistry_WatchReportsAMissingFile(t *testing.T) {
 			require.NoError(t, os.Remove(r.file))
 			require.Eventually(t, func() bool { return r.counts().failed >= tt.failed }, 10*time.Second, 5*time.Millisecond,
 				"a missing file is counted as a failed reload")
-			var lines []string
-			for l := range strings.Lines(log.String()) {
-				if strings.Contains(l, "level=ERROR") {
-					lines = append(lines, l)
+			errorLines := func() []string {
+				var lines []string
+				for l := range strings.Lines(log.String()) {
+					if strings.Contains(l, "level=ERROR") {
+						lines = append(lines, l)
+					}
 				}
+				return lines
 			}
+			// Reload counts the failure before it logs it.
+			require.Eventually(t, func() bool { return len(errorLines()) >= 1 }, 10*time.Second, 5*time.Millisecond)
+			lines := errorLines()
 			require.Len(t, lines, 1, "logged once:\n%s", log.String())
 			require.Contains(t, lines[0], "tenants reload refused; previous tenants stay in force")
 			require.Contains(t, lines[0], "open "+r.file, "the error names the file")
@@ -424,12 +430,14 @@ func TestRegistry_WatchReportsAMissingFile(t *testing.T) {
 			// The file comes back, unchanged: it is loaded, and no longer
 			// refused.
 			writeFile(t, r.file, tenantsYAML(secret, acmeSpec))
-			require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond)
-			r.mu.Lock()
-			failedAt := r.failedAt
-			r.mu.Unlock()
-			require.True(t, failedAt.IsZero(), "the file loaded is no longer tried as refused")
-			require.Equal(t, 2.0, r.counts().ok)
+			// The snapshot is swapped in before Reload clears failedAt and
+			// counts the success: wait for all three.
+			require.Eventually(t, func() bool {
+				r.mu.Lock()
+				failedAt := r.failedAt
+				r.mu.Unlock()
+				return r.Snapshot().Version == 2 && failedAt.IsZero() && r.counts().ok == 2
+			}, 10*time.Second, 5*time.Millisecond, "the file is loaded again and no longer tried as refused")
 			if tt.failed == 1 {
 				require.Equal(t, 1.0, r.counts().failed, "counted once, not at every check")
 			}

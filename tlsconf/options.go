@@ -22,6 +22,8 @@ type options struct {
 	checkInterval time.Duration
 	now           func() time.Time
 
+	expiredAtLoad bool // set by serveExpiredAtLoad
+
 	requireClientCert bool // set by RequireClientCert
 	clientCAFile      string
 
@@ -55,6 +57,12 @@ func HandshakeTimeout(d time.Duration) Option {
 // step over the check interval without sleeping.
 func withClock(now func() time.Time) Option {
 	return func(o *options) { o.now = now }
+}
+
+// serveExpiredAtLoad makes LoadKeyPair take an expired certificate at its
+// first load (a replacement is still refused): what NewServer wants.
+func serveExpiredAtLoad() Option {
+	return func(o *options) { o.expiredAtLoad = true }
 }
 
 // applyOptions collects opts over the defaults.

@@ -39,7 +39,10 @@ func LoadKeyPair(certFile, keyFile string, opts ...Option) (*KeyPair, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("reload: key pair: empty cert or key file path")
 	}
-	r, err := newReloader(o, parseKeyPair, certFile, keyFile)
+	parse := func(files []string, data [][]byte, now time.Time, first bool) (*tls.Certificate, error) {
+		return parseKeyPair(files, data, now, first && o.expiredAtLoad)
+	}
+	r, err := newReloader(o, parse, certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +131,8 @@ type reloader[T any] struct {
 
 // parseFunc parses the content of files, data[i] being that of files[i],
 // into the value a reloader holds; now is the time certificates must be
-// valid at.
-type parseFunc[T any] func(files []string, data [][]byte, now time.Time) (T, error)
+// valid at; first says it is the first load, not a replacement.
+type parseFunc[T any] func(files []string, data [][]byte, now time.Time, first bool) (T, error)
 
 func newReloader[T any](o options, parse parseFunc[T], files ...string) (*reloader[T], error) {
 	r := &reloader[T]{files: files, parse: parse, interval: o.checkInterval, now: o.now}
@@ -191,7 +194,7 @@ func (r *reloader[T]) reloadLocked(first bool) error {
 		r.err = nil
 		return nil
 	}
-	v, err := r.parse(r.files, data, r.now())
+	v, err := r.parse(r.files, data, r.now(), first)
 	if err != nil {
 		r.err = fmt.Errorf("reload: %s: %w", joinNames(r.files), err)
 		return r.err
@@ -208,11 +211,11 @@ func joinNames(files []string) string {
 }
 
 // parseKeyPair parses data[0] as the certificate chain and data[1], from
-// files[1], as its key. It refuses a leaf certificate expired at now: every
-// peer would refuse it. One not valid yet (this clock behind the issuer's)
-// is accepted, and so are the intermediates as they are: a peer may verify
-// through another path.
-func parseKeyPair(files []string, data [][]byte, now time.Time) (*tls.Certificate, error) {
+// files[1], as its key. It refuses a leaf certificate expired at now, unless
+// expiredOK: a verifying peer would refuse it. One not valid yet (this
+// clock behind the issuer's) is accepted, and so are the intermediates as
+// they are: a peer may verify through another path.
+func parseKeyPair(files []string, data [][]byte, now time.Time, expiredOK bool) (*tls.Certificate, error) {
 	if err := checkPEMComplete(data[0]); err != nil {
 		return nil, fmt.Errorf("cert file: %w", err)
 	}
@@ -233,7 +236,7 @@ func parseKeyPair(files []string, data [][]byte, now time.Time) (*tls.Certificat
 			return nil, fmt.Errorf("cert file: %w", err)
 		}
 	}
-	if leaf := cert.Leaf; now.After(leaf.NotAfter) {
+	if leaf := cert.Leaf; now.After(leaf.NotAfter) && !expiredOK {
 		return nil, fmt.Errorf("cert file: certificate %q expired at %s (its NotAfter); install a renewed one",
 			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
@@ -275,7 +278,7 @@ func decryptedName(name string) string {
 // other types are skipped. It refuses a bundle whose certificates have all
 // expired at now, which could verify no peer; an expired CA beside a valid
 // one is kept (a bundle during a CA rotation).
-func parseCAPool(_ []string, data [][]byte, now time.Time) (*x509.CertPool, error) {
+func parseCAPool(_ []string, data [][]byte, now time.Time, _ bool) (*x509.CertPool, error) {
 	if err := checkPEMComplete(data[0]); err != nil {
 		return nil, err
 	}

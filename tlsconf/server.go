@@ -23,7 +23,11 @@ func NewServer(certFile, keyFile string, opts ...Option) (*Server, error) {
 	if err := o.check(true, false); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	kp, err := LoadKeyPair(certFile, keyFile, CheckInterval(o.checkInterval), withClock(o.now))
+	// An expired certificate is served at start, not refused: a load
+	// balancer that does not verify its targets' certificates still gets
+	// through, and a verifying peer refuses it either way. The caller sees
+	// it in NotAfter. A replacement that has expired is refused.
+	kp, err := LoadKeyPair(certFile, keyFile, CheckInterval(o.checkInterval), withClock(o.now), serveExpiredAtLoad())
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

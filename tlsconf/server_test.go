@@ -39,12 +39,47 @@ func TestNewServerErrors(t *testing.T) {
 		})
 	}
 
-	t.Run("expired certificate", func(t *testing.T) {
-		expired := newPairFiles(t, "server")
-		expired.write(t, fileWriter{"rename", writeByRename}, serverValidBetween(t, ca, now.Add(-48*time.Hour), now.Add(-time.Hour)))
-		_, err := NewServer(expired.cert, expired.key)
-		require.ErrorContains(t, err, `server: reload: `+expired.cert+" and "+expired.key+`: cert file: certificate "CN=localhost" expired at `)
-	})
+}
+
+// An expired certificate is served at start rather than refused: a load
+// balancer that does not verify its targets still gets through (refusing
+// it took a working ingress down at its next restart), and NotAfter tells
+// the caller. A replacement that has expired is still refused.
+func TestNewServerServesAnExpiredCertificateAtStart(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	now := time.Now()
+	files := newPairFiles(t, "server")
+	files.write(t, fileWriter{"rename", writeByRename}, serverValidBetween(t, ca, now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	srv, err := NewServer(files.cert, files.key)
+	require.NoError(t, err)
+	require.True(t, srv.NotAfter().Before(now), "NotAfter shows it expired")
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv.Config())
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a peer that does not verify
+	require.NoError(t, err, "a peer that does not verify gets through")
+	c.Close()
+	_, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: poolOf(ca), ServerName: "localhost"})
+	require.ErrorContains(t, err, "expired", "a verifying peer refuses it")
+
+	// A valid replacement is taken; an expired one after it is refused.
+	files.write(t, fileWriter{"rename", writeByRename}, issueServer(t, ca))
+	require.NoError(t, srv.Reload())
+	require.True(t, srv.NotAfter().After(now))
+	files.write(t, fileWriter{"rename", writeByRename}, serverValidBetween(t, ca, now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	require.ErrorContains(t, srv.Reload(), `cert file: certificate "CN=localhost" expired at `)
+	require.True(t, srv.NotAfter().After(now), "the valid one stays in use")
 }
 
 func TestServerConfig(t *testing.T) {

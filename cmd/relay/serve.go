@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/relaymw/relay/cmd/relay/internal/config"
 	"github.com/relaymw/relay/cmd/relay/internal/serve"
@@ -62,8 +63,10 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	errs := cfg.Validate()
 	if cert, key := cfg.Ingress.TLS.CertFile, cfg.Ingress.TLS.KeyFile; cert != "" && key != "" && exists(cert) && exists(key) {
 		// serve refuses a pair that does not load: say so here too.
-		if _, err := tlsconf.LoadKeyPair(cert, key); err != nil {
+		if srv, err := tlsconf.NewServer(cert, key); err != nil {
 			errs = append(errs, fmt.Errorf("ingress.tls: %w", err))
+		} else if at := srv.NotAfter(); time.Now().After(at) {
+			fmt.Fprintf(stderr, "warning: ingress.tls: %s expired at %s (serve serves it all the same: only a peer that does not verify it gets through)\n", cert, at.UTC().Format(time.RFC3339))
 		}
 	}
 	tenants, err := tenant.LoadFile(cfg.Tenants.File)
@@ -77,11 +80,20 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	missing := false
 	for _, f := range []string{cfg.Delivery.ClientCertFile, cfg.Delivery.ClientKeyFile} {
 		if f != "" {
 			if _, err := os.Stat(f); err != nil {
+				missing = true
 				fmt.Fprintf(stderr, "warning: delivery: %v (delivery waits for the file; relay certs init makes one)\n", err)
 			}
+		}
+	}
+	if cert, key := cfg.Delivery.ClientCertFile, cfg.Delivery.ClientKeyFile; cfg.Delivery.On() && cert != "" && key != "" && !missing {
+		// Delivery waits for a pair that does not load (an expired
+		// certificate, an encrypted key), as for missing files.
+		if _, err := tlsconf.NewClient(cert, key); err != nil {
+			fmt.Fprintf(stderr, "warning: delivery: %v (delivery waits until the files load)\n", err)
 		}
 	}
 	for _, w := range cfg.Warnings() {

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -344,8 +346,10 @@ func (c *Config) Validate() []error {
 			bad(field, "%q is not host:port", v)
 			return
 		}
-		if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
-			bad(field, "%q: port %d is out of range (0 to 65535)", v, n)
+		if digits(port) {
+			if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+				bad(field, "%q: port %s is out of range (0 to 65535)", v, port)
+			}
 		}
 	}
 	hostPort("ingress.listen", c.Ingress.Listen)
@@ -357,8 +361,12 @@ func (c *Config) Validate() []error {
 	}
 	for i, a := range listens {
 		for _, b := range listens[:i] {
-			if _, port, err := net.SplitHostPort(a.addr); err == nil && port != "0" && a.addr == b.addr {
+			switch {
+			case !sameListen(a.addr, b.addr):
+			case a.addr == b.addr:
 				bad(a.field, "%q is also %s", a.addr, b.field)
+			default:
+				bad(a.field, "%q takes the port of %s %q: both cannot be bound", a.addr, b.field, b.addr)
 			}
 		}
 	}
@@ -484,6 +492,51 @@ func (c *Config) BrokerAddrs() []string {
 		return []string{c.Kafka.Embedded.Listen}
 	}
 	return c.Kafka.Brokers
+}
+
+// digits reports whether s is all ASCII digits.
+func digits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// sameListen reports whether listeners on a and b cannot both be bound:
+// one port (not 0), and hosts that overlap. A wildcard host ("", 0.0.0.0,
+// ::) takes the port on every address; localhost is the loopback
+// addresses; an IP is compared by value (::1 and 0::1 are one).
+func sameListen(a, b string) bool {
+	ha, pa, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	hb, pb, err := net.SplitHostPort(b)
+	if err != nil || pa != pb || pa == "0" || !digits(pa) {
+		return false
+	}
+	addrs := func(h string) (ips []netip.Addr, wildcard bool) {
+		if h == "" {
+			return nil, true
+		}
+		if strings.EqualFold(h, "localhost") {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()}, false
+		}
+		ip, err := netip.ParseAddr(h)
+		if err != nil {
+			return nil, false // a name: compared as written below
+		}
+		ip = ip.Unmap()
+		return []netip.Addr{ip}, ip.IsUnspecified()
+	}
+	ia, wa := addrs(ha)
+	ib, wb := addrs(hb)
+	if wa || wb || strings.EqualFold(ha, hb) {
+		return true
+	}
+	for _, x := range ia {
+		if slices.Contains(ib, x) {
+			return true
+		}
+	}
+	return false
 }
 
 func nonEmpty(ss []string) []string {

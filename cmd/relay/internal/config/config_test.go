@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -255,4 +256,27 @@ kafka: {brokers: ["127.0.0.1:9090"], replication_factor: 3, embedded: {listen: "
 meta: {verify_tokens: [tok], app_secrets: [s1]}
 `)
 	require.Empty(t, problemsOf(t, path))
+
+	// Forms of one address, and a wildcard over a specific one, cannot both
+	// be bound either; a port too long for any integer is out of range.
+	for _, tc := range []struct{ ingress, admin, want string }{
+		{":8080", "0.0.0.0:8080", `admin.listen: "0.0.0.0:8080" takes the port of ingress.listen ":8080": both cannot be bound`},
+		{"0.0.0.0:8080", "127.0.0.1:8080", `admin.listen: "127.0.0.1:8080" takes the port of ingress.listen "0.0.0.0:8080"`},
+		{"localhost:8080", "127.0.0.1:8080", `admin.listen: "127.0.0.1:8080" takes the port of ingress.listen "localhost:8080"`},
+		{"[::1]:8080", "[0::1]:8080", `admin.listen: "[0::1]:8080" takes the port of ingress.listen "[::1]:8080"`},
+		{"127.0.0.1:8080", "127.0.0.1:99999999999999999999", `admin.listen: "127.0.0.1:99999999999999999999": port 99999999999999999999 is out of range`},
+		{"127.0.0.1:8080", "127.0.0.2:8080", ""},
+		{"127.0.0.1:8080", "[::1]:8080", ""},
+	} {
+		path = write(t, dir, "listen.yaml", fmt.Sprintf(`
+ingress: {listen: %q}
+admin: {listen: %q}
+meta: {verify_tokens: [tok], app_secrets: [s1]}
+`, tc.ingress, tc.admin))
+		if tc.want == "" {
+			require.Empty(t, problemsOf(t, path), "%s and %s", tc.ingress, tc.admin)
+		} else {
+			require.Contains(t, problemsOf(t, path), tc.want)
+		}
+	}
 }

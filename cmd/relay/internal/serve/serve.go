@@ -301,6 +301,10 @@ func (s *server) setup(ctx context.Context) error {
 			ln.Close()
 			return fmt.Errorf("ingress.tls: %w", err)
 		}
+		if at := ingressTLS.NotAfter(); time.Now().After(at) {
+			s.logger.Error("the ingress certificate has expired; serving it all the same (a load balancer that does not verify it gets through, Meta does not): install a renewed one",
+				"cert_file", cfg.Ingress.TLS.CertFile, "not_after", at.UTC().Format(time.RFC3339))
+		}
 		ln = tls.NewListener(ln, ingressTLS.Config())
 	}
 	s.ingressAddr = ln.Addr().String()

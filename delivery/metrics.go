@@ -24,7 +24,7 @@ func NewRuntimeMetrics(reg prometheus.Registerer) *RuntimeMetrics {
 	m := &RuntimeMetrics{
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_delivery_consumer_lag",
-			Help: "Events of a partition not yet handed to the module (high watermark minus the next offset), per module and partition.",
+			Help: "Events of a partition not yet handled, those being handled included (high watermark minus the oldest offset not finished, about), per module and partition.",
 		}, []string{"module", "partition"}),
 		joined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "relay_delivery_group_joined",

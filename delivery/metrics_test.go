@@ -156,3 +156,22 @@ func TestAssignedForgetsRemovedTenantsAndRestoredOnesReportAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, breakerTenants(t, reg), "acme")
 }
+
+// Regression: the lag counted only events not yet handed to the module,
+// so a tenant stuck on one event (its instance down, its breaker open)
+// showed a lag of 0, and four events waiting showed 3. What a worker took
+// and has not finished counts now.
+func TestLagCountsTheEventBeingHandled(t *testing.T) {
+	e := newTestEnv(t, 1)
+	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusServiceUnavailable))
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	p := e.partition("acme")
+	evs := simpleEvents("acme", "1", "acme", 4)
+	e.produce(p, evs[0])
+	r := e.start("relay.test.laghead", nil, nil)
+	lag := func() float64 { return r.gauge("relay_delivery_consumer_lag", "partition", strconv.Itoa(p)) }
+	require.Eventually(t, func() bool { return inst.count() >= 1 }, waitFor, tick) // tried and refused: being handled
+	require.Eventually(t, func() bool { return lag() == 1 }, lagRefresh+waitFor, tick, "the one event being retried is lag")
+	e.produce(p, evs[1:]...)
+	require.Eventually(t, func() bool { return lag() == 4 }, lagRefresh+waitFor, tick, "four events not handled")
+}

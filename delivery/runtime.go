@@ -209,9 +209,10 @@ func (g *genRun) start(stop context.Context, parts []kafka.PartitionAssignment) 
 }
 
 // setFetchedLag reports ps's lag as its fetcher sees it: from the next
-// offset to fetch to the high watermark, plus what waits in its queue.
+// offset to fetch to the high watermark, plus what waits in its queue, plus
+// what its worker took and has not finished.
 func (g *genRun) setFetchedLag(ps *partState) {
-	g.setLag(ps, max(ps.hw.Load()-ps.next, 0)+int64(len(ps.queue)))
+	g.setLag(ps, max(ps.hw.Load()-ps.next, 0)+int64(len(ps.queue))+ps.taken.Load())
 }
 
 // setLag reports ps's lag, creating its series at the first report: until
@@ -372,6 +373,7 @@ type partState struct {
 	room  chan struct{}                    // the fetcher's: signalled when the queue drains
 	lag   atomic.Pointer[prometheus.Gauge] // created at the first report (genRun.setLag)
 	hw    atomic.Int64                     // high watermark at the last fetch
+	taken atomic.Int64                     // events the worker took from queue and has not finished
 }
 
 // worker hands one partition's events, in order, to the module.
@@ -408,7 +410,10 @@ func (w *worker) loop(gctx, stop context.Context) {
 			if tr == nil {
 				tr = newTracker(ev.Offset)
 			}
-			w.run.setLag(w.ps, w.ps.hw.Load()-ev.Offset-1)
+			// Lag counts what is taken and not finished: a tenant stuck on
+			// one event (its breaker open) showed a lag of 0.
+			taken := w.ps.taken.Add(1)
+			w.run.setLag(w.ps, w.ps.hw.Load()-ev.Offset-1+taken)
 			if !w.dispatch(ctx, win, tr, ev) {
 				return
 			}
@@ -708,10 +713,12 @@ func (w *worker) dispatch(ctx context.Context, win *window, tr *tracker, ev *Eve
 		size = max(c.InFlight(ev.Tenant), 1)
 	}
 	if !win.acquire(ctx, size) {
+		w.ps.taken.Add(-1)
 		return false
 	}
 	tr.add(ev.Offset)
 	handle := func() {
+		defer w.ps.taken.Add(-1)
 		defer win.release()
 		for failures := 1; ; failures++ {
 			start := time.Now()

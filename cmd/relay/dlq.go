@@ -19,8 +19,8 @@ import (
 	"github.com/relaymw/relay/tenant"
 )
 
-const dlqUsage = `usage: relay dlq list    --tenant T [--config FILE] [--json] [--values]
-       relay dlq redrive --tenant T [--config FILE]
+const dlqUsage = `usage: relay dlq list    --tenant T [--config FILE] [--set key=value ...] [--json] [--values]
+       relay dlq redrive --tenant T [--config FILE] [--set key=value ...]
        (both: [--timeout D], 30s by default)
 
 list shows a tenant's dead letters not yet redriven, oldest first: offset,
@@ -32,7 +32,8 @@ a large one, raise --timeout. A redrive stopped part way (--timeout,
 Ctrl-C, a refused write) marks what it wrote: run it again to go on.
 
 Both reach Kafka as relay serve does (kafka.brokers, or the embedded
-broker of a running relay serve).
+broker of a running relay serve): give them the configuration serve has,
+the same file, RELAY_ variables and --set flags.
 
 flags:
 `
@@ -59,6 +60,8 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "list: one JSON object per line")
 	values := fs.Bool("values", false, "list: include each event's body (message contents)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	var sets setFlags
+	fs.Var(&sets, "set", "override one key as relay serve's --set does, e.g. --set kafka.embedded.listen=127.0.0.1:19092 (repeatable)")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), dlqUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -76,7 +79,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relay dlq %s: --tenant is required\n", sub)
 		return 2
 	}
-	cfg, err := config.Load(*path, os.Getenv, nil)
+	cfg, err := config.Load(*path, os.Getenv, sets)
 	if err != nil {
 		fmt.Fprintf(stderr, "relay dlq %s: %v\n", sub, err)
 		return 1
@@ -108,7 +111,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			hint := ""
 			if ctx.Err() == nil {
-				hint = fmt.Sprintf(" (is Kafka at %v reachable? with the embedded broker, relay serve must be running)", cfg.BrokerAddrs())
+				hint = fmt.Sprintf(" (is Kafka at %v reachable? with the embedded broker, relay serve must be running, and this command needs its configuration: the same --config, RELAY_ variables and --set)", cfg.BrokerAddrs())
 			}
 			what := "the list above is incomplete"
 			if pr.rows == 0 {

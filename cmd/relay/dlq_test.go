@@ -289,3 +289,23 @@ func TestDLQListWarnsAndPrintsNoHeaderOverNothing(t *testing.T) {
 	require.Equal(t, 1, run([]string{"dlq", "list", "--config", cfg, "--tenant", "acme", "--timeout", "3s"}, &stdout, &stderr))
 	require.NotContains(t, stderr.String(), "warning")
 }
+
+// relay dlq takes --set as relay serve does: a relay started with
+// --set kafka.embedded.listen=... could not be reached by its dlq commands
+// but through an environment variable the README never named for them.
+func TestDLQTakesSetLikeServe(t *testing.T) {
+	dir := t.TempDir()
+	tenants := filepath.Join(dir, "tenants.yaml")
+	require.NoError(t, os.WriteFile(tenants, []byte("tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {mode: push, url: \"https://127.0.0.1:9/\", signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}\n"), 0o600))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	cfg := filepath.Join(dir, "relay.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("tenants: {file: tenants.yaml}\n"), 0o600))
+
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, run([]string{"dlq", "list", "--config", cfg, "--set", "kafka.embedded.listen=" + closed, "--tenant", "acme", "--timeout", "3s"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "is Kafka at ["+closed+"] reachable?", "the --set address is the one tried")
+	require.Contains(t, stderr.String(), "the same --config, RELAY_ variables and --set")
+}

@@ -101,7 +101,7 @@ func (s *server) waitClientCert(ctx context.Context, log interface {
 		if msg := err.Error(); msg != last {
 			last = msg
 			if errors.Is(err, os.ErrNotExist) {
-				log.Warn("delivery waits for the relay's client certificate (create one with: relay certs init --dir certs)", "cert_file", cert, "key_file", key)
+				log.Warn("delivery waits for the relay's client certificate (relay certs init --dir DIR writes DIR/relay-client.pem and DIR/relay-client-key.pem)", "cert_file", cert, "key_file", key)
 			} else {
 				log.Error("delivery waits: the relay's client certificate does not load", "cert_file", cert, "key_file", key, "err", err)
 			}

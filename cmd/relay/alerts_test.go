@@ -92,3 +92,47 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	}
 	return out
 }
+
+// The README's metrics table names every metric the relay exports, and
+// only those: an SRE reads it to know what there is to scrape.
+func TestREADMEMetricsTableIsComplete(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	start := strings.Index(text, "### Metrics")
+	if start < 0 {
+		t.Fatal("README has no Metrics section")
+	}
+	section := text[start:]
+	if end := strings.Index(section[1:], "\n#"); end >= 0 {
+		section = section[:end+1]
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "| `relay_") {
+			cell := strings.SplitN(line, "|", 3)[1]
+			for _, m := range regexp.MustCompile("`(relay_[a-z_]+)").FindAllStringSubmatch(cell, -1) {
+				listed[m[1]] = true
+			}
+		}
+	}
+	exported := exportedMetrics(t)
+	for name := range exported {
+		derived := false // a histogram's _bucket, _sum or _count series
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if b, ok := strings.CutSuffix(name, suffix); ok && exported[b] {
+				derived = true
+			}
+		}
+		if !derived && !listed[name] {
+			t.Errorf("%s is exported but not in the README's metrics table", name)
+		}
+	}
+	for name := range listed {
+		if !exported[name] {
+			t.Errorf("the README's metrics table lists %s, which the relay does not export", name)
+		}
+	}
+}

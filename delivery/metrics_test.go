@@ -168,7 +168,9 @@ func TestLagCountsTheEventBeingHandled(t *testing.T) {
 	p := e.partition("acme")
 	evs := simpleEvents("acme", "1", "acme", 4)
 	e.produce(p, evs[0])
-	r := e.start("relay.test.laghead", nil, nil)
+	// Slow retries, so that the first event is still being handled when
+	// the others arrive, however slow the machine.
+	r := e.start("relay.test.laghead", func(c *SinkConfig) { c.RetryInitial, c.RetryMax = time.Minute, time.Minute }, nil)
 	lag := func() float64 { return r.gauge("relay_delivery_consumer_lag", "partition", strconv.Itoa(p)) }
 	require.Eventually(t, func() bool { return inst.count() >= 1 }, waitFor, tick) // tried and refused: being handled
 	require.Eventually(t, func() bool { return lag() == 1 }, lagRefresh+waitFor, tick, "the one event being retried is lag")

@@ -198,9 +198,10 @@ type DevFiles struct {
 //
 // Files that exist are kept: with the CA's two files present, it issues
 // from that CA only the certificates whose two files are both missing
-// (adding a tenant) or that expire within 30 days; it refuses, writing nothing, when the CA is missing
-// while other files exist, or a certificate's file exists without its
-// key's. force makes a new CA and replaces every file.
+// (adding a tenant) or that expire within 30 days. It refuses, writing
+// nothing, when the CA expires within 30 days, when the CA is missing
+// while other files exist, or when a certificate's file exists without
+// its key's. force makes a new CA and replaces every file.
 func InitDevCA(dir string, tenants []string, force bool) (*DevFiles, error) {
 	if dir == "" {
 		return nil, errors.New("devca: empty directory")
@@ -349,6 +350,12 @@ func existingDevFiles(files *DevFiles) (*CA, map[FilePair]bool, error) {
 	ca, err := LoadCA(files.CA.Cert, files.CA.Key)
 	if err != nil {
 		return nil, nil, err
+	}
+	if at := ca.Cert.Cert.NotAfter; time.Now().After(at.Add(-devRenewBefore)) {
+		// What it would issue could not be verified for long; a new CA
+		// invalidates what was handed out, so that takes --force.
+		return nil, nil, fmt.Errorf("devca: the CA %s expires at %s (or has): --force makes a new CA and replaces every file (hand the new %s to the instances)",
+			files.CA.Cert, at.UTC().Format(time.RFC3339), filepath.Base(files.CA.Cert))
 	}
 	// What is kept must be of this CA, or the set does not work together
 	// (a --force run that failed part way leaves the old CA's).

@@ -362,3 +362,33 @@ func TestInitDevCARenewsExpiringCertificates(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, globexBefore, globexAfter, "40 days left: kept")
 }
+
+// A CA that has expired, or expires within 30 days, is not issued from:
+// what it would renew could not be verified for long, and a new CA takes
+// --force, since it invalidates what was handed out. A first version
+// renewed the leaves from an expired CA and reported success.
+func TestInitDevCARefusesAnExpiringCA(t *testing.T) {
+	for _, caLeft := range []time.Duration{-24 * time.Hour, 10 * 24 * time.Hour} {
+		dir := filepath.Join(t.TempDir(), "certs")
+		files, err := InitDevCA(dir, []string{"acme"}, false)
+		require.NoError(t, err)
+		now := time.Now()
+		ca := caValidBetween(t, "relay development CA", now.Add(-10*365*24*time.Hour), now.Add(caLeft))
+		require.NoError(t, ca.Cert.WriteFiles(files.CA.Cert, files.CA.Key))
+		for _, fp := range []FilePair{files.RelayClient, files.Ingress, files.Tenants["acme"]} {
+			require.NoError(t, serverValidBetween(t, ca, now.Add(-365*24*time.Hour), now.Add(-time.Hour)).WriteFiles(fp.Cert, fp.Key))
+		}
+		before, err := os.ReadFile(files.Tenants["acme"].Cert)
+		require.NoError(t, err)
+
+		_, err = InitDevCA(dir, []string{"acme"}, false)
+		require.ErrorContains(t, err, "expires at", "CA left %s", caLeft)
+		require.ErrorContains(t, err, "--force makes a new CA")
+		after, err := os.ReadFile(files.Tenants["acme"].Cert)
+		require.NoError(t, err)
+		require.Equal(t, before, after, "nothing written")
+
+		_, err = InitDevCA(dir, []string{"acme"}, true)
+		require.NoError(t, err, "--force replaces it")
+	}
+}

@@ -10,7 +10,9 @@
 // replacement that fails to parse (a half-written file, a key that does not
 // match its certificate, an encrypted key) or whose certificate has expired
 // keeps the previous certificate serving and is reported by LastError until
-// the files are valid again. At load the same files are an error.
+// the files are valid again. At load the same files are an error, but for
+// an expired certificate loaded by NewServer, which is served (NotAfter
+// tells the caller): a peer that does not verify it still gets through.
 //
 // Every config requires TLS 1.2 or later and verifies its peer; nothing in
 // this package skips verification.

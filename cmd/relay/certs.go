@@ -18,7 +18,8 @@ and a server certificate for each tenant instance (<tenant>.pem), each with
 its key (*-key.pem). Server certificates are for localhost, 127.0.0.1 and ::1.
 Files that exist are kept: with the CA present, it issues from it only the
 certificates missing (to add a tenant, list it with the others) and those
-expired or expiring within 30 days (run it again to renew them). It refuses
+expired or expiring within 30 days (run it again to renew them); it
+refuses when the CA itself expires within 30 days (--force then). It refuses
 certificates without their CA, or a certificate without its key. --force
 makes a new CA and replaces every file (certificates handed out from the
 old CA stop working). It prints the files it wrote.

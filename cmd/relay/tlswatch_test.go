@@ -34,7 +34,8 @@ func TestFailedCertificateRotationIsReported(t *testing.T) {
 		require.NoError(t, err)
 		return float64(kp.Leaf.NotAfter.Unix())
 	}
-	require.Equal(t, notAfter(files.Ingress), metric(t, e.Admin, expiry), "the expiry of the certificate in use")
+	require.True(t, waitFor(20*time.Second, func() bool { return metric(t, e.Admin, expiry) == notAfter(files.Ingress) }),
+		"the expiry of the certificate in use")
 
 	good, err := os.ReadFile(files.Ingress.Cert)
 	require.NoError(t, err)

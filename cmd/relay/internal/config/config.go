@@ -346,10 +346,8 @@ func (c *Config) Validate() []error {
 			bad(field, "%q is not host:port", v)
 			return
 		}
-		if digits(port) {
-			if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-				bad(field, "%q: port %s is out of range (0 to 65535)", v, port)
-			}
+		if n, numeric := portNumber(port); numeric && (n < 0 || n > 65535) {
+			bad(field, "%q: port %s is out of range (0 to 65535)", v, port)
 		}
 	}
 	hostPort("ingress.listen", c.Ingress.Listen)
@@ -494,22 +492,37 @@ func (c *Config) BrokerAddrs() []string {
 	return c.Kafka.Brokers
 }
 
-// digits reports whether s is all ASCII digits.
-func digits(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
+// portNumber reads a port as net.Listen does: a decimal number with an
+// optional sign and leading zeros ("08080" and "+8080" are 8080); numeric
+// is false for a service name. A number past int64 reads as -1.
+func portNumber(s string) (n int64, numeric bool) {
+	digits := strings.TrimLeft(s, "+-")
+	if len(s)-len(digits) > 1 || digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return -1, true
+	}
+	return n, true
 }
 
 // sameListen reports whether listeners on a and b cannot both be bound:
 // one port (not 0), and hosts that overlap. A wildcard host ("", 0.0.0.0,
-// ::) takes the port on every address; localhost is the loopback
-// addresses; an IP is compared by value (::1 and 0::1 are one).
+// ::) takes the port on every address; localhost is 127.0.0.1 (net.Listen
+// binds a name's first IPv4 address); an IP is compared by value (::1 and
+// 0::1 are one); other names as written.
 func sameListen(a, b string) bool {
 	ha, pa, err := net.SplitHostPort(a)
 	if err != nil {
 		return false
 	}
 	hb, pb, err := net.SplitHostPort(b)
-	if err != nil || pa != pb || pa == "0" || !digits(pa) {
+	if err != nil {
+		return false
+	}
+	na, ok := portNumber(pa)
+	if nb, okb := portNumber(pb); !ok || !okb || na != nb || na <= 0 {
 		return false
 	}
 	addrs := func(h string) (ips []netip.Addr, wildcard bool) {
@@ -517,7 +530,7 @@ func sameListen(a, b string) bool {
 			return nil, true
 		}
 		if strings.EqualFold(h, "localhost") {
-			return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()}, false
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, false
 		}
 		ip, err := netip.ParseAddr(h)
 		if err != nil {

@@ -265,8 +265,12 @@ meta: {verify_tokens: [tok], app_secrets: [s1]}
 		{"localhost:8080", "127.0.0.1:8080", `admin.listen: "127.0.0.1:8080" takes the port of ingress.listen "localhost:8080"`},
 		{"[::1]:8080", "[0::1]:8080", `admin.listen: "[0::1]:8080" takes the port of ingress.listen "[::1]:8080"`},
 		{"127.0.0.1:8080", "127.0.0.1:99999999999999999999", `admin.listen: "127.0.0.1:99999999999999999999": port 99999999999999999999 is out of range`},
+		{"127.0.0.1:8080", "127.0.0.1:08080", `admin.listen: "127.0.0.1:08080" takes the port of ingress.listen "127.0.0.1:8080"`},
+		{"127.0.0.1:8080", "127.0.0.1:+8080", `admin.listen: "127.0.0.1:+8080" takes the port of ingress.listen "127.0.0.1:8080"`},
+		{"127.0.0.1:8080", "127.0.0.1:-1", `admin.listen: "127.0.0.1:-1": port -1 is out of range`},
 		{"127.0.0.1:8080", "127.0.0.2:8080", ""},
 		{"127.0.0.1:8080", "[::1]:8080", ""},
+		{"localhost:8080", "[::1]:8080", ""}, // localhost binds 127.0.0.1 only
 	} {
 		path = write(t, dir, "listen.yaml", fmt.Sprintf(`
 ingress: {listen: %q}

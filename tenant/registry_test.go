@@ -363,11 +363,7 @@ func TestRegistry_WatchRetriesFailedSwap(t *testing.T) {
 	})
 	require.NoError(t, r.reload(t))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
-	defer wg.Wait()
-	defer cancel()
+	watch(t, r)
 
 	writeFile(t, r.file, tenantsYAML(secret, acmeSpec, globexSpec))
 	require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond,
@@ -400,11 +396,7 @@ func TestRegistry_WatchReportsAMissingFile(t *testing.T) {
 				c.Logger = slog.New(slog.NewTextHandler(&log, nil))
 			})
 			require.NoError(t, r.reload(t))
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
-			defer wg.Wait()
-			defer cancel()
+			watch(t, r)
 
 			require.NoError(t, os.Remove(r.file))
 			require.Eventually(t, func() bool { return r.counts().failed >= tt.failed }, 10*time.Second, 5*time.Millisecond,
@@ -470,11 +462,7 @@ func TestRegistry_WatchWaitsOutAMomentarilyMissingFile(t *testing.T) {
 		})
 	})
 	require.NoError(t, r.reload(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
-	defer wg.Wait()
-	defer cancel()
+	watch(t, r)
 
 	require.NoError(t, os.Remove(r.file))
 	require.Eventually(t, func() bool { return r.Snapshot().Version == 2 }, 10*time.Second, 5*time.Millisecond)
@@ -695,4 +683,15 @@ func TestRegistry_LoadsThousandsOfNewTenantsAtOnce(t *testing.T) {
 		require.Equal(t, int32(i), r.Snapshot().Tenant(c.Tenant).Partition)
 	}
 	require.Equal(t, n, r.cluster.eventsPartitions())
+}
+
+// watch runs r.Watch, checking every 10 ms, until the test ends.
+func watch(t *testing.T, r *testRegistry) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.Watch(ctx, 10*time.Millisecond) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
 }

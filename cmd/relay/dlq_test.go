@@ -268,13 +268,7 @@ func TestDLQSubcommandErrors(t *testing.T) {
 // lists nothing), and with Kafka out of reach prints no table header over
 // rows it never read.
 func TestDLQListWarnsAndPrintsNoHeaderOverNothing(t *testing.T) {
-	dir := t.TempDir()
-	tenants := filepath.Join(dir, "tenants.yaml")
-	require.NoError(t, os.WriteFile(tenants, []byte("tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {mode: push, url: \"https://127.0.0.1:9/\", signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}\n"), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	dir, closed := dlqNoKafka(t)
 	cfg := filepath.Join(dir, "relay.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("kafka: {brokers: [\""+closed+"\"]}\ntenants: {file: tenants.yaml}\n"), 0o600))
 
@@ -294,13 +288,7 @@ func TestDLQListWarnsAndPrintsNoHeaderOverNothing(t *testing.T) {
 // --set kafka.embedded.listen=... could not be reached by its dlq commands
 // but through an environment variable the README never named for them.
 func TestDLQTakesSetLikeServe(t *testing.T) {
-	dir := t.TempDir()
-	tenants := filepath.Join(dir, "tenants.yaml")
-	require.NoError(t, os.WriteFile(tenants, []byte("tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {mode: push, url: \"https://127.0.0.1:9/\", signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}\n"), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	dir, closed := dlqNoKafka(t)
 	cfg := filepath.Join(dir, "relay.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("tenants: {file: tenants.yaml}\n"), 0o600))
 
@@ -308,4 +296,18 @@ func TestDLQTakesSetLikeServe(t *testing.T) {
 	require.Equal(t, 1, run([]string{"dlq", "list", "--config", cfg, "--set", "kafka.embedded.listen=" + closed, "--tenant", "acme", "--timeout", "3s"}, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "is Kafka at ["+closed+"] reachable?", "the --set address is the one tried")
 	require.Contains(t, stderr.String(), "the same --config, RELAY_ variables and --set")
+}
+
+// dlqNoKafka writes a tenants file listing acme into a new folder, and
+// returns the folder and an address nothing listens on.
+func dlqNoKafka(t *testing.T) (dir, closed string) {
+	t.Helper()
+	dir = t.TempDir()
+	tenants := filepath.Join(dir, "tenants.yaml")
+	require.NoError(t, os.WriteFile(tenants, []byte("tenants:\n  - id: acme\n    accounts: [\"1\"]\n    instance: {mode: push, url: \"https://127.0.0.1:9/\", signing_secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}\n"), 0o600))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed = ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return dir, closed
 }

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"time"
 )
 
 // The relay collects garbage less often than Go's default while its live
@@ -14,9 +14,8 @@ import (
 // that. So the headroom above the live heap is kept under gcHeadroom, or
 // the live heap itself as with Go's default, whichever is larger.
 const (
-	gcHeadroom     = 256 << 20
-	maxGCPercent   = 400
-	gcTuneInterval = 10 * time.Second
+	gcHeadroom   = 256 << 20
+	maxGCPercent = 400
 )
 
 // gcPercentFor is the GOGC for a live heap of live bytes: 400 up to a
@@ -29,25 +28,29 @@ func gcPercentFor(live uint64) int {
 	return int(min(max(100*gcHeadroom/live, 100), maxGCPercent))
 }
 
-// tuneGC sets GOGC from the live heap now and every gcTuneInterval, for
-// the life of the process. GOGC in the environment turns it off.
+// tuneGC sets GOGC from the live heap after every collection, for the life
+// of the process; GOGC in the environment turns it off. Before the first
+// collection the heap goal is Go's minimum (4 MiB) times 4, so 400 is safe
+// until then; from then on each collection's live heap sets the next goal,
+// also while the embedded broker rebuilds its index at a start.
 func tuneGC() {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	live := func() uint64 {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
-		return sample[0].Value.Uint64()
-	}
-	cur := gcPercentFor(live())
+	cur := maxGCPercent
 	debug.SetGCPercent(cur)
-	go func() {
-		for range time.Tick(gcTuneInterval) {
-			if p := gcPercentFor(live()); p != cur {
-				debug.SetGCPercent(p)
-				cur = p
+	// A finalizer runs after the collection that found its object
+	// unreachable: a hook called once per collection, re-armed each time.
+	var arm func()
+	arm = func() {
+		runtime.SetFinalizer(new([32]byte), func(*[32]byte) {
+			metrics.Read(sample)
+			if sample[0].Value.Kind() == metrics.KindUint64 {
+				if p := gcPercentFor(sample[0].Value.Uint64()); p != cur {
+					debug.SetGCPercent(p)
+					cur = p
+				}
 			}
-		}
-	}()
+			arm()
+		})
+	}
+	arm()
 }

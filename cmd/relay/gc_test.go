@@ -1,6 +1,15 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
 
 // GOGC is 400 while the live heap is small and falls to Go's default as
 // it grows, so that the heap's headroom stays under 256 MiB or the live
@@ -27,4 +36,35 @@ func TestGCPercentFor(t *testing.T) {
 			t.Errorf("live %d MiB: headroom %d MiB", tc.live>>20, headroom>>20)
 		}
 	}
+}
+
+// The heap goal follows the live heap from the first collections on: a
+// first version looked every 10 s, so a relay whose live heap grew at
+// start (the embedded broker rebuilding its index) ran meanwhile with a
+// goal five times it.
+func TestTuneGCFollowsEachCollection(t *testing.T) {
+	if os.Getenv("GOGC") != "" {
+		t.Skip("GOGC is set: the relay leaves it alone")
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	tuneGC()
+	keep := make([][]byte, 0, 384)
+	for range 384 { // the live heap grows to 384 MiB
+		keep = append(keep, make([]byte, 1<<20))
+	}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	var live, goal uint64
+	deadline := time.Now().Add(5 * time.Second) // the first version looked only every 10 s
+	for time.Now().Before(deadline) {
+		runtime.GC() // the hook runs just after, in the finalizer goroutine
+		metrics.Read(s)
+		live, goal = s[0].Value.Uint64(), s[1].Value.Uint64()
+		if live >= 384<<20 && goal-live <= max(gcHeadroom, live)*11/10 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(keep)
+	require.LessOrEqual(t, goal-live, max(uint64(gcHeadroom), live)*11/10,
+		"live %d MiB, heap goal %d MiB", live>>20, goal>>20)
 }

@@ -510,8 +510,9 @@ func portNumber(s string) (n int64, numeric bool) {
 // sameListen reports whether listeners on a and b cannot both be bound:
 // one port (not 0), and hosts that overlap. A wildcard host ("", 0.0.0.0,
 // ::) takes the port on every address; localhost is 127.0.0.1 (net.Listen
-// binds a name's first IPv4 address); an IP is compared by value (::1 and
-// 0::1 are one); other names as written.
+// binds a name's first IPv4 address); an IP is compared by value, without
+// its zone (::1, 0::1 and ::1%lo are one); other names as written. A port
+// may be a service name (http is 80).
 func sameListen(a, b string) bool {
 	ha, pa, err := net.SplitHostPort(a)
 	if err != nil {
@@ -521,8 +522,15 @@ func sameListen(a, b string) bool {
 	if err != nil {
 		return false
 	}
-	na, ok := portNumber(pa)
-	if nb, okb := portNumber(pb); !ok || !okb || na != nb || na <= 0 {
+	port := func(p string) (int64, bool) {
+		if n, numeric := portNumber(p); numeric {
+			return n, true
+		}
+		n, err := net.LookupPort("tcp", p) // a service name, from /etc/services
+		return int64(n), err == nil
+	}
+	na, ok := port(pa)
+	if nb, okb := port(pb); !ok || !okb || na != nb || na <= 0 {
 		return false
 	}
 	addrs := func(h string) (ips []netip.Addr, wildcard bool) {
@@ -536,7 +544,7 @@ func sameListen(a, b string) bool {
 		if err != nil {
 			return nil, false // a name: compared as written below
 		}
-		ip = ip.Unmap()
+		ip = ip.Unmap().WithZone("") // [::1%lo] is [::1]
 		return []netip.Addr{ip}, ip.IsUnspecified()
 	}
 	ia, wa := addrs(ha)

@@ -21,7 +21,7 @@ import (
 // in Kafka, nothing is answered twice or to the wrong call (every Produce
 // returns), and a reused batch's stale timer never answers its next call.
 func TestProduceAnswerRacesTimeoutAndCancel(t *testing.T) {
-	b, p := slowBrokerProducer(t, ProducerConfig{}, 2*time.Millisecond)
+	b, p := slowBrokerProducer(t, ProducerConfig{}, 1*time.Millisecond)
 
 	const workers, calls = 8, 150
 	ans := newAnswers()

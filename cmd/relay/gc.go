@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync/atomic"
 )
 
 // The relay collects garbage less often than Go's default while its live
@@ -28,20 +29,25 @@ func gcPercentFor(live uint64) int {
 	return int(min(max(100*gcHeadroom/live, 100), maxGCPercent))
 }
 
-// tuneGC sets GOGC from the live heap after every collection, for the life
-// of the process; GOGC in the environment turns it off. Before the first
-// collection the heap goal is Go's minimum (4 MiB) times 4, so 400 is safe
-// until then; from then on each collection's live heap sets the next goal,
-// also while the embedded broker rebuilds its index at a start.
-func tuneGC() {
+// tuneGC sets GOGC from the live heap after every collection until stop is
+// called (main never does); GOGC in the environment keeps it from being
+// called. Before the first collection the heap goal is Go's minimum (4 MiB)
+// times 4, so 400 is safe until then; from then on each collection's live
+// heap sets the next goal, also while the embedded broker rebuilds its
+// index at a start.
+func tuneGC() (stop func()) {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	cur := maxGCPercent
 	debug.SetGCPercent(cur)
+	var stopped atomic.Bool
 	// A finalizer runs after the collection that found its object
 	// unreachable: a hook called once per collection, re-armed each time.
 	var arm func()
 	arm = func() {
 		runtime.SetFinalizer(new([32]byte), func(*[32]byte) {
+			if stopped.Load() {
+				return
+			}
 			metrics.Read(sample)
 			if sample[0].Value.Kind() == metrics.KindUint64 {
 				if p := gcPercentFor(sample[0].Value.Uint64()); p != cur {
@@ -53,4 +59,5 @@ func tuneGC() {
 		})
 	}
 	arm()
+	return func() { stopped.Store(true) }
 }

@@ -46,8 +46,16 @@ func TestTuneGCFollowsEachCollection(t *testing.T) {
 	if os.Getenv("GOGC") != "" {
 		t.Skip("GOGC is set: the relay leaves it alone")
 	}
-	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	tuneGC()
+	before := debug.SetGCPercent(100)
+	stop := tuneGC()
+	defer func() {
+		// The hook may be running now: stop it, then let one more
+		// collection pass it before putting GOGC back for later tests.
+		stop()
+		runtime.GC()
+		runtime.GC()
+		debug.SetGCPercent(before)
+	}()
 	keep := make([][]byte, 0, 384)
 	for range 384 { // the live heap grows to 384 MiB
 		keep = append(keep, make([]byte, 1<<20))

@@ -510,9 +510,10 @@ func portNumber(s string) (n int64, numeric bool) {
 // sameListen reports whether listeners on a and b cannot both be bound:
 // one port (not 0), and hosts that overlap. A wildcard host ("", 0.0.0.0,
 // ::) takes the port on every address; localhost is 127.0.0.1 (net.Listen
-// binds a name's first IPv4 address); an IP is compared by value, without
-// its zone (::1, 0::1 and ::1%lo are one); other names as written. A port
-// may be a service name (http is 80).
+// binds a name's first IPv4 address); an IP is compared by value, and
+// without its zone unless link-local (::1, 0::1 and ::1%lo are one;
+// fe80::1%a and fe80::1%b are not); other names as written. A port may be
+// a service name (http is 80).
 func sameListen(a, b string) bool {
 	ha, pa, err := net.SplitHostPort(a)
 	if err != nil {
@@ -544,7 +545,12 @@ func sameListen(a, b string) bool {
 		if err != nil {
 			return nil, false // a name: compared as written below
 		}
-		ip = ip.Unmap().WithZone("") // [::1%lo] is [::1]
+		ip = ip.Unmap()
+		if !ip.IsLinkLocalUnicast() {
+			// [::1%lo] is [::1]; only a link-local address is bound to
+			// the interface its zone names, so fe80::1%a and %b differ.
+			ip = ip.WithZone("")
+		}
 		return []netip.Addr{ip}, ip.IsUnspecified()
 	}
 	ia, wa := addrs(ha)

@@ -271,6 +271,7 @@ meta: {verify_tokens: [tok], app_secrets: [s1]}
 		{"127.0.0.1:80", "127.0.0.1:http", `admin.listen: "127.0.0.1:http" takes the port of ingress.listen "127.0.0.1:80"`},
 		{"127.0.0.1:http", "127.0.0.1:http", `admin.listen: "127.0.0.1:http" is also ingress.listen`},
 		{"[::1]:8080", "[::1%lo]:8080", `admin.listen: "[::1%lo]:8080" takes the port of ingress.listen "[::1]:8080"`},
+		{"[fe80::1%a]:8080", "[fe80::1%b]:8080", ""}, // link-local: one per interface
 		{"127.0.0.1:8080", "127.0.0.2:8080", ""},
 		{"127.0.0.1:8080", "[::1]:8080", ""},
 		{"localhost:8080", "[::1]:8080", ""}, // localhost binds 127.0.0.1 only

@@ -80,6 +80,18 @@ type CompareRound struct {
 	RelayOverBaseline float64            `json:"relay_over_baseline"`
 	TenantCounts      map[string]*Result `json:"tenant_counts,omitempty"`
 	TenantCountRatio  float64            `json:"tenant_count_ratio,omitempty"`
+	// CPUPerRequest compares the servers' own CPU time per 2xx answer,
+	// without the generator's (cpuRatio); zero when not sampled.
+	CPUPerRequest CPURatios `json:"cpu_per_request"`
+}
+
+// CPURatios are the relay's CPU time per 2xx answer over the ceiling's and
+// over the baseline's. The throughput ratios on one machine include the
+// generator's share of the cores, which dilutes every difference; these
+// measure the servers alone.
+type CPURatios struct {
+	RelayOverCeiling  float64 `json:"relay_over_ceiling,omitempty"`
+	RelayOverBaseline float64 `json:"relay_over_baseline,omitempty"`
 }
 
 // ChildInfo names a child process the bench started.
@@ -96,13 +108,15 @@ type ChildInfo struct {
 // round's runs were measured back to back, so a round's ratio is the
 // least disturbed by the machine's drift); Rounds holds every round.
 type CompareResult struct {
-	Ceiling           *Result          `json:"ceiling"`
-	Relay             *Result          `json:"relay"`
-	Baseline          *Result          `json:"baseline"`
-	RelayOverCeiling  float64          `json:"relay_over_ceiling"`
-	RelayOverBaseline float64          `json:"relay_over_baseline"`
-	RelayHalfRate     *Result          `json:"relay_half_rate"`
-	TenantCounts      *TenantCountRuns `json:"tenant_counts,omitempty"`
+	Ceiling           *Result `json:"ceiling"`
+	Relay             *Result `json:"relay"`
+	Baseline          *Result `json:"baseline"`
+	RelayOverCeiling  float64 `json:"relay_over_ceiling"`
+	RelayOverBaseline float64 `json:"relay_over_baseline"`
+	RelayHalfRate     *Result `json:"relay_half_rate"`
+	// CPUPerRequest: the medians of the rounds' CPU ratios.
+	CPUPerRequest CPURatios        `json:"cpu_per_request"`
+	TenantCounts  *TenantCountRuns `json:"tenant_counts,omitempty"`
 	// CPU is each run's CPU use during its measured window, by label.
 	CPU         map[string]*CPUShare `json:"cpu,omitempty"`
 	Tenants     int                  `json:"tenants"`
@@ -315,6 +329,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 			return res, err
 		}
 		rd.RelayOverBaseline = ratio(rd.Relay, rd.Baseline)
+		rd.CPUPerRequest = CPURatios{RelayOverCeiling: cpuRatio(rd.Relay, rd.Ceiling), RelayOverBaseline: cpuRatio(rd.Relay, rd.Baseline)}
 
 		// 4. The relay by tenant count.
 		for i, n := range cfg.TenantCounts {
@@ -378,6 +393,12 @@ func (r *CompareResult) summarize(counts []int) {
 	r.RelayOverBaseline, _ = ratios(func(rd *CompareRound) (float64, bool) {
 		return rd.RelayOverBaseline, rd.Relay != nil && rd.Baseline != nil
 	})
+	r.CPUPerRequest.RelayOverCeiling, _ = ratios(func(rd *CompareRound) (float64, bool) {
+		return rd.CPUPerRequest.RelayOverCeiling, rd.CPUPerRequest.RelayOverCeiling > 0
+	})
+	r.CPUPerRequest.RelayOverBaseline, _ = ratios(func(rd *CompareRound) (float64, bool) {
+		return rd.CPUPerRequest.RelayOverBaseline, rd.CPUPerRequest.RelayOverBaseline > 0
+	})
 	if len(counts) == 0 {
 		return
 	}
@@ -425,6 +446,22 @@ func medianBy(runs []*Result, key func(*Result) float64) *Result {
 	s := slices.Clone(runs)
 	slices.SortStableFunc(s, func(a, b *Result) int { return cmp.Compare(key(a), key(b)) })
 	return s[(len(s)-1)/2]
+}
+
+// cpuRatio is a's target CPU time per 2xx answer over b's; 0 when either
+// was not sampled (no target process, or nothing answered).
+func cpuRatio(a, b *Result) float64 {
+	per := func(r *Result) float64 {
+		if r == nil || r.CPU == nil || r.CPU.Target <= 0 || r.OKPerSec <= 0 {
+			return 0
+		}
+		return r.CPU.Target / r.OKPerSec
+	}
+	pa, pb := per(a), per(b)
+	if pa == 0 || pb == 0 {
+		return 0
+	}
+	return pa / pb
 }
 
 // ratio is a's throughput over b's, counting only 2xx answers: a target
@@ -495,6 +532,11 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\nrelay/ceiling   %.3f%s\n", r.RelayOverCeiling, perRound(func(rd *CompareRound) float64 { return rd.RelayOverCeiling }))
 	fmt.Fprintf(&b, "relay/baseline  %.3f%s\n", r.RelayOverBaseline, perRound(func(rd *CompareRound) float64 { return rd.RelayOverBaseline }))
+	if c := r.CPUPerRequest; c.RelayOverCeiling > 0 || c.RelayOverBaseline > 0 {
+		fmt.Fprintf(&b, "CPU per request, the servers alone: relay/ceiling %.3f%s, relay/baseline %.3f%s\n",
+			c.RelayOverCeiling, perRound(func(rd *CompareRound) float64 { return rd.CPUPerRequest.RelayOverCeiling }),
+			c.RelayOverBaseline, perRound(func(rd *CompareRound) float64 { return rd.CPUPerRequest.RelayOverBaseline }))
+	}
 	if h := r.RelayHalfRate; h != nil {
 		fmt.Fprintf(&b, "relay@50%% (%.0f/s open loop): p99 %.2f ms, p99.9 %.2f ms%s\n", h.Rate, h.Latency.P99, h.Latency.P999,
 			perRound(func(rd *CompareRound) float64 {

@@ -274,3 +274,38 @@ func TestBenchRatiosCountOnly2xx(t *testing.T) {
 	require.InDelta(t, 10, res.RequestsPerSec, 1e-9)
 	require.InDelta(t, 5, res.OKPerSec, 1e-9)
 }
+
+// The servers' own CPU per 2xx answer, relay over ceiling and over
+// baseline, per round and as the medians of rounds: the throughput ratios
+// on one machine include the generator's share of the cores.
+func TestBenchCompareCPUPerRequestRatios(t *testing.T) {
+	mk := func(label string, rps, cores float64) *Result {
+		return &Result{Label: label, Mode: ModeConcurrency, Concurrency: 4, RequestsPerSec: rps, OKPerSec: rps,
+			CPU: &CPUShare{Generator: 0.7, Target: cores}}
+	}
+	r := &CompareResult{}
+	for i, relayCores := range []float64{1.2, 1.0, 1.4} {
+		rd := &CompareRound{
+			Ceiling:  mk(fmt.Sprintf("ceiling #%d", i+1), 80000, 0.8), // 10 µs per request
+			Relay:    mk(fmt.Sprintf("relay #%d", i+1), 50000, relayCores),
+			Baseline: mk(fmt.Sprintf("baseline #%d", i+1), 25000, 1.25), // 50 µs per request
+		}
+		rd.CPUPerRequest = CPURatios{RelayOverCeiling: cpuRatio(rd.Relay, rd.Ceiling), RelayOverBaseline: cpuRatio(rd.Relay, rd.Baseline)}
+		r.Rounds = append(r.Rounds, rd)
+	}
+	r.summarize(nil)
+	require.InDelta(t, 2.4, r.CPUPerRequest.RelayOverCeiling, 1e-9, "24 µs over 10")
+	require.InDelta(t, 0.48, r.CPUPerRequest.RelayOverBaseline, 1e-9, "24 µs over 50")
+	var b bytes.Buffer
+	require.NoError(t, r.WriteTable(&b))
+	require.Contains(t, b.String(), "CPU per request, the servers alone: relay/ceiling 2.400   (the median of rounds: 2.400 2.000 2.800), relay/baseline 0.480")
+
+	// Not sampled (no target process, or nothing answered): no ratio.
+	require.Zero(t, cpuRatio(mk("a", 100, 1), &Result{OKPerSec: 100}))
+	require.Zero(t, cpuRatio(mk("a", 100, 1), mk("b", 0, 1)))
+	r = &CompareResult{Rounds: []*CompareRound{{Relay: &Result{OKPerSec: 1}, Ceiling: &Result{OKPerSec: 1}}}}
+	r.summarize(nil)
+	b.Reset()
+	require.NoError(t, r.WriteTable(&b))
+	require.NotContains(t, b.String(), "CPU per request")
+}

@@ -24,7 +24,6 @@ certificates without their CA, or a certificate without its key. --force
 makes a new CA and replaces every file (certificates handed out from the
 old CA stop working). It prints the files it wrote.
 
-flags:
 `
 
 // runCerts runs "relay certs"; args are the arguments after "certs". It
@@ -36,7 +35,7 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 	}
 	if args[0] != "init" {
 		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
-			fmt.Fprint(stdout, certsUsage)
+			fmt.Fprint(stdout, certsUsage, "relay certs init -h lists the flags.\n")
 			return 0
 		}
 		fmt.Fprintf(stderr, "relay certs: unknown subcommand %q\n%s", args[0], certsUsage)
@@ -49,7 +48,7 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 	tenants := fs.String("tenants", "", "comma-separated tenant names: letters, digits, '-', '_', '.'")
 	force := fs.Bool("force", false, "make a new CA and replace every file")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), certsUsage)
+		fmt.Fprint(fs.Output(), certsUsage, "flags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args[1:]); err != nil {

@@ -35,13 +35,12 @@ Both reach Kafka as relay serve does (kafka.brokers, or the embedded
 broker of a running relay serve): give them the configuration serve has,
 the same file, RELAY_ variables and --set flags.
 
-flags:
 `
 
 func runDLQ(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "redrive") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprint(stdout, dlqUsage)
+			fmt.Fprint(stdout, dlqUsage, "relay dlq list -h (or redrive -h) lists the flags.\n")
 			return 0
 		}
 		if len(args) == 0 {
@@ -62,7 +61,7 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	var sets setFlags
 	fs.Var(&sets, "set", "override one key as relay serve's --set does, e.g. --set kafka.embedded.listen=127.0.0.1:19092 (repeatable)")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), dlqUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), dlqUsage, "flags:\n"); fs.PrintDefaults() }
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -44,6 +44,9 @@ type SinkConfig struct {
 	Tenants Tenants
 	// TLS presents the relay's client certificate (mutual TLS).
 	TLS *tlsconf.Client
+	// CertExpired, if set, is told when delivery pauses because the
+	// client certificate expired (true) and when it resumes (false).
+	CertExpired func(expired bool)
 	// DeadLetters receives what delivery gives up on.
 	DeadLetters DeadLetters
 	// Timeout bounds one attempt (default 10s).
@@ -126,6 +129,8 @@ type Sink struct {
 
 	pausedMu sync.Mutex
 	pausedBy map[int]int // partition → handlers of it paused now
+
+	certExpired atomic.Bool // the relay's client certificate has expired (logged once)
 }
 
 var (
@@ -504,6 +509,15 @@ func (s *Sink) Handle(ctx context.Context, ev *Event) error {
 		if born := ev.ageOrigin(); !born.IsZero() && time.Since(born) > s.cfg.MaxAge {
 			return s.deadLetter(ctx, ev, "max_age", fmt.Sprintf("older than max_age %s; last: %s", s.cfg.MaxAge, describe(lastErr)), attempts, first)
 		}
+		if s.clientCertExpired() {
+			// Every instance would refuse the handshake: wait for a
+			// renewed certificate rather than spend attempts and
+			// dead-letter events, as delivery waits for one at start.
+			if !s.pause(ctx, ev.Partition, func() bool { return !s.clientCertExpired() }) {
+				return ctx.Err()
+			}
+			continue
+		}
 		if in.breaker.State() == gobreaker.StateOpen {
 			// Paused: no attempts, no fetching, until the breaker lets a probe through.
 			if !s.pause(ctx, ev.Partition, func() bool { return in.breaker.State() != gobreaker.StateOpen }) {
@@ -786,6 +800,25 @@ func (s *Sink) pause(ctx context.Context, partition int, resume func() bool) boo
 		}
 	}
 	return true
+}
+
+// clientCertExpired reports whether the relay's client certificate has
+// expired; it logs when that starts and ends. The files are re-read at
+// most once per tlsconf check interval, so a renewal is seen within it.
+func (s *Sink) clientCertExpired() bool {
+	at := s.cfg.TLS.NotAfter()
+	expired := !at.IsZero() && time.Now().After(at)
+	if expired != s.certExpired.Load() && s.certExpired.CompareAndSwap(!expired, expired) {
+		if expired {
+			s.cfg.Logger.Error("delivery paused: the relay's client certificate has expired, and every instance would refuse it; install a renewed one", "not_after", at.UTC().Format(time.RFC3339))
+		} else {
+			s.cfg.Logger.Info("delivery resumed: the relay's client certificate is valid again", "not_after", at.UTC().Format(time.RFC3339))
+		}
+		if s.cfg.CertExpired != nil {
+			s.cfg.CertExpired(expired)
+		}
+	}
+	return expired
 }
 
 // pausing counts partition as paused until the returned func is called:

@@ -24,7 +24,7 @@ func (s *server) runDelivery(ctx context.Context) {
 	sinkMetrics, runtimeMetrics := delivery.NewSinkMetrics(s.reg), delivery.NewRuntimeMetrics(s.reg)
 	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "relay_delivery_waiting_for_client_cert",
-		Help: "1 while delivery waits for the relay's client certificate files to exist and load.",
+		Help: "1 while delivery waits for the relay's client certificate files to exist and load, or for a renewal of one that expired in use.",
 	})
 	s.reg.MustRegister(waiting)
 	waiting.Set(1)
@@ -51,8 +51,15 @@ func (s *server) runDelivery(ctx context.Context) {
 		RetryMax:     cfg.Delivery.RetryMax,
 		Breaker:      delivery.BreakerConfig{Failures: cfg.Delivery.Breaker.Failures, OpenFor: cfg.Delivery.Breaker.OpenFor},
 		UserAgent:    "relay/" + s.version,
-		Metrics:      sinkMetrics,
-		Logger:       log,
+		CertExpired: func(expired bool) {
+			if expired {
+				waiting.Set(1)
+			} else {
+				waiting.Set(0)
+			}
+		},
+		Metrics: sinkMetrics,
+		Logger:  log,
 	})
 	if err != nil {
 		log.Error("delivery not started", "err", err)

@@ -131,6 +131,7 @@ type Sink struct {
 	pausedBy map[int]int // partition → handlers of it paused now
 
 	certExpired atomic.Bool // the relay's client certificate has expired (logged once)
+	certMu      sync.Mutex  // orders certExpired's changes and their reports
 }
 
 var (
@@ -806,9 +807,22 @@ func (s *Sink) pause(ctx context.Context, partition int, resume func() bool) boo
 // expired; it logs when that starts and ends. The files are re-read at
 // most once per tlsconf check interval, so a renewal is seen within it.
 func (s *Sink) clientCertExpired() bool {
-	at := s.cfg.TLS.NotAfter()
-	expired := !at.IsZero() && time.Now().After(at)
-	if expired != s.certExpired.Load() && s.certExpired.CompareAndSwap(!expired, expired) {
+	expiredAt := func() (time.Time, bool) {
+		at := s.cfg.TLS.NotAfter()
+		return at, !at.IsZero() && time.Now().After(at)
+	}
+	at, expired := expiredAt()
+	if expired == s.certExpired.Load() {
+		return expired
+	}
+	// A change: report it under certMu, from a fresh look, so that the
+	// reports come in the order of the changes and end on the truth (a
+	// handler that read before a renewal must not report after it).
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	at, expired = expiredAt()
+	if expired != s.certExpired.Load() {
+		s.certExpired.Store(expired)
 		if expired {
 			s.cfg.Logger.Error("delivery paused: the relay's client certificate has expired, and every instance would refuse it; install a renewed one", "not_after", at.UTC().Format(time.RFC3339))
 		} else {

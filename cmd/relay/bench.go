@@ -166,15 +166,8 @@ func (f *benchFlags) loadFlags() {
 // parse parses args and starts the --cpuprofile profile (the caller defers
 // stopCPUProfile); code is -1 to go on, else the exit code.
 func (f *benchFlags) parse(args []string, stderr io.Writer) int {
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if f.fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", f.fs.Name(), f.fs.Arg(0))
-		return 2
+	if code, ok := parseArgs(f.fs, args, stderr); !ok {
+		return code
 	}
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "%s: %s\n", f.fs.Name(), fmt.Sprintf(format, a...))
@@ -531,16 +524,10 @@ func runBenchTenants(args []string, stdout, stderr io.Writer) int {
 	caFile := fs.String("ca-file", "", "every instance's ca_file")
 	jsonFile := fs.String("json", "", "also write the tenants and their accounts as JSON to this file")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), benchTenantsUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseArgs(fs, args, stderr); !ok {
+		return code
 	}
 	switch {
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "relay bench tenants: unexpected argument %q\n", fs.Arg(0))
-		return 2
 	case *count < 1 || *count > bench.MaxTenants:
 		fmt.Fprintf(stderr, "relay bench tenants: --count must be between 1 and %d\n", bench.MaxTenants)
 		return 2
@@ -644,15 +631,8 @@ func runBenchServer(name, usage string, args []string, stderr io.Writer, flags f
 		flags(fs)
 	}
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "relay bench %s: unexpected argument %q\n", name, fs.Arg(0))
-		return 2
+	if code, ok := parseArgs(fs, args, stderr); !ok {
+		return code
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,16 +50,8 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), certsUsage, "flags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "relay certs init: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+	if code, ok := parseArgs(fs, args[1:], stderr); !ok {
+		return code
 	}
 
 	var names []string

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -62,17 +61,8 @@ func runDLQ(args []string, stdout, stderr io.Writer) int {
 	var sets setFlags
 	fs.Var(&sets, "set", "override one key as relay serve's --set does, e.g. --set kafka.embedded.listen=127.0.0.1:19092 (repeatable)")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), dlqUsage, "flags:\n"); fs.PrintDefaults() }
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		// flag stops at the first argument that is no flag: what follows
-		// (--config prod.yaml) would be dropped unseen.
-		fmt.Fprintf(stderr, "relay dlq %s: unexpected argument %q\n", sub, fs.Arg(0))
-		return 2
+	if code, ok := parseArgs(fs, args[1:], stderr); !ok {
+		return code
 	}
 	if *tenantID == "" {
 		fmt.Fprintf(stderr, "relay dlq %s: --tenant is required\n", sub)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,15 +31,8 @@ func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, i
 	path := fs.String("config", os.Getenv("RELAY_CONFIG"), "configuration file (YAML); also RELAY_CONFIG")
 	var sets setFlags
 	fs.Var(&sets, "set", "override one key, e.g. --set ingress.listen=127.0.0.1:8081 (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0
-		}
-		return nil, 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "relay %s: unexpected argument %q\n", name, fs.Arg(0))
-		return nil, 2
+	if code, ok := parseArgs(fs, args, stderr); !ok {
+		return nil, code
 	}
 	cfg, err := config.Load(*path, os.Getenv, sets)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,15 +31,8 @@ func runSink(args []string, stdout, stderr io.Writer) int {
 	secret := fs.String("secret", os.Getenv("RELAY_SINK_SECRET"), "the tenant's signing secret, to verify signatures; also RELAY_SINK_SECRET")
 	body := fs.Bool("body", false, "print each delivery's body and its signature headers")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), sinkUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "relay sink: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := parseArgs(fs, args, stderr); !ok {
+		return code
 	}
 	if *cert == "" || *key == "" {
 		fmt.Fprintln(stderr, "relay sink: --cert and --key are required")

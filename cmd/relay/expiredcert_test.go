@@ -44,4 +44,11 @@ func TestCheckConfigWarnsOfAClientCertificateThatDoesNotLoad(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.True(t, strings.Contains(stderr, "warning: delivery: ") && strings.Contains(stderr, "expired at ") &&
 		strings.Contains(stderr, "delivery waits until the files load"), stderr)
+
+	// Missing files: the same warning, with how to make them.
+	e = newRelayEnv(t, relayOptions{Delivery: "{client_cert_file: missing.pem, client_key_file: missing-key.pem}"})
+	code, _, stderr = checkConfig(t, e.Dir, nil, "--config", e.ConfigPath)
+	require.Equal(t, 0, code, stderr)
+	require.True(t, strings.Contains(stderr, "warning: delivery: ") && strings.Contains(stderr, "missing.pem") &&
+		strings.Contains(stderr, "delivery waits for the file; relay certs init makes one"), stderr)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,19 +73,12 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	missing := false
-	for _, f := range []string{cfg.Delivery.ClientCertFile, cfg.Delivery.ClientKeyFile} {
-		if f != "" {
-			if _, err := os.Stat(f); err != nil {
-				missing = true
-				fmt.Fprintf(stderr, "warning: delivery: %v (delivery waits for the file; relay certs init makes one)\n", err)
-			}
-		}
-	}
-	if cert, key := cfg.Delivery.ClientCertFile, cfg.Delivery.ClientKeyFile; cfg.Delivery.On() && cert != "" && key != "" && !missing {
-		// Delivery waits for a pair that does not load (an expired
-		// certificate, an encrypted key), as for missing files.
-		if _, err := tlsconf.NewClient(cert, key); err != nil {
+	if cert, key := cfg.Delivery.ClientCertFile, cfg.Delivery.ClientKeyFile; cfg.Delivery.On() && cert != "" && key != "" {
+		// Delivery waits for a pair that is missing or does not load (an
+		// expired certificate, an encrypted key): say so, as serve does.
+		if _, err := tlsconf.NewClient(cert, key); errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(stderr, "warning: delivery: %v (delivery waits for the file; relay certs init makes one)\n", err)
+		} else if err != nil {
 			fmt.Fprintf(stderr, "warning: delivery: %v (delivery waits until the files load)\n", err)
 		}
 	}

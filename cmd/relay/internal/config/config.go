@@ -426,8 +426,11 @@ func (c *Config) Validate() []error {
 		field string
 		items []string
 	}{{"meta.app_secrets", c.Meta.AppSecrets}, {"meta.verify_tokens", c.Meta.VerifyTokens}} {
+		if len(nonEmpty(l.items)) == 0 {
+			continue // the "at least one" rule below says it
+		}
 		for i, s := range l.items {
-			if s == "" && len(nonEmpty(l.items)) > 0 {
+			if s == "" {
 				bad(fmt.Sprintf("%s[%d]", l.field, i), "empty; remove it")
 			}
 		}

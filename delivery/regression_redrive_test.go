@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ func TestRegressionRedriveAfterMaxAgeDeadLettersAgain(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
 	var healed atomic.Bool
+	healed.Store(true)
 	inst := newInstance(t, e.ca, e.caFile, func(_ http.ResponseWriter, _ *http.Request, _ *hit) int {
 		if healed.Load() {
 			return http.StatusOK
@@ -34,11 +36,16 @@ func TestRegressionRedriveAfterMaxAgeDeadLettersAgain(t *testing.T) {
 	})
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
 	p := e.partition("acme")
-	evs := simpleEvents("acme", "1", "acme", 1)
-	e.produce(p, evs...)
 
+	// A first event delivered shows the consumer running, so the event
+	// under test is attempted within its max_age on a loaded machine too.
+	e.produce(p, simpleEvents("acme", "1", "warm", 1)...)
 	const maxAge = 2 * time.Second
 	e.start("relay.test.review-redrive", func(c *SinkConfig) { c.MaxAge = maxAge }, nil)
+	inst.waitDelivered(1)
+	healed.Store(false)
+	evs := simpleEvents("acme", "1", "acme", 1)
+	e.produce(p, evs...)
 	require.Eventually(t, func() bool { return len(e.deadLetters("acme")) == 1 }, waitFor, tick)
 	require.Len(t, inst.attemptsOf(evs[0].ID), 1)
 
@@ -51,7 +58,7 @@ func TestRegressionRedriveAfterMaxAgeDeadLettersAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 
-	delivered := func() bool { return len(inst.delivered()) == 1 }
+	delivered := func() bool { return slices.Contains(inst.delivered(), evs[0].ID) }
 	deadline := time.Now().Add(5 * time.Second)
 	for !delivered() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

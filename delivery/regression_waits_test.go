@@ -212,12 +212,19 @@ func (e *testEnv) setTopicConfig(topic, name, value string) {
 func TestRegressionNoRetryCountedPastMaxAge(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, retryAfter("10"))
+	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
 	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	// A first event delivered shows the consumer running, so the event
+	// under test is attempted well within its max_age even on a loaded
+	// machine (produced before the group had joined, it could reach its
+	// max_age unattempted and go to the DLQ with no attempt at all).
+	e.produce(e.partition("acme"), simpleEvents("acme", "1", "warm", 1)...)
+	r := e.start("relay.test.no-retry-past-max-age", func(c *SinkConfig) { c.MaxAge = 3 * time.Second }, nil)
+	inst.waitDelivered(1)
+	inst.setRespond(retryAfter("10"))
 	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
-	r := e.start("relay.test.no-retry-past-max-age", func(c *SinkConfig) { c.MaxAge = 2 * time.Second }, nil)
 	require.Eventually(t, func() bool { return len(e.deadLetters("acme")) == 1 }, 10*time.Second, tick)
-	require.Equal(t, 1, inst.count())
+	require.Len(t, inst.attemptsOf("acme-0000"), 1)
 	require.Zero(t, r.gauge("relay_delivery_retries_total"), "no retry followed")
 	require.Equal(t, 1.0, r.gauge("relay_delivery_dead_letters_total", "reason", "max_age"))
 }

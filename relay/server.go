@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,31 +34,90 @@ type Server struct {
 	*fasthttp.Server
 	log *slog.Logger
 
+	// Connections past limit are answered here, not by fasthttp, whose own
+	// 503 carries no Retry-After, is logged at debug level only and is not
+	// counted.
+	limit      int64        // connections served at once; 0: fasthttp's default
+	open       atomic.Int64 // connections fasthttp holds, from StateNew to StateClosed
+	refusing   atomic.Int32 // goroutines answering refused connections
+	busy       string       // the answer to a connection past limit
+	refused    func()       // counts that answer
+	loggedBusy atomic.Int64 // when a refusal was last logged, Unix nanoseconds
+
 	mu    sync.Mutex
 	fresh map[net.Conn]struct{}
 }
+
+// maxRefusing bounds the goroutines answering connections past the limit;
+// beyond it a connection is closed unanswered (the client sees a reset,
+// which Meta retries too).
+const maxRefusing = 64
 
 // Serve serves ln until the server shuts down. Running out of file
 // descriptors or memory for a moment does not end it: fasthttp stops at
 // any accept error but a timeout, which let a flood of connections stop
 // the whole relay; such errors are retried after a pause.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.Server.Serve(&retryListener{Listener: ln, log: s.log})
+	return s.Server.Serve(&retryListener{Listener: ln, log: s.log, admit: s.admit})
+}
+
+// admit reports whether fasthttp may serve c, the connection Accept just
+// returned; past the limit it answers c itself. fasthttp moves c to
+// StateNew, counted in open, before it accepts the next one.
+func (s *Server) admit(c net.Conn) bool {
+	if s.limit <= 0 || s.open.Load() < s.limit {
+		return true
+	}
+	s.refused()
+	if now := time.Now().UnixNano(); now-s.loggedBusy.Load() >= int64(time.Minute) {
+		s.loggedBusy.Store(now)
+		s.log.Warn("ingress: ingress.max_concurrency connections are open; answering new ones 503 with Retry-After until some close",
+			"max_concurrency", s.limit)
+	}
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		_ = c.Close()
+		return false
+	}
+	go func() {
+		defer s.refusing.Add(-1)
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := io.WriteString(c, s.busy); err != nil {
+			return
+		}
+		// Closing with the request unread would reset the connection,
+		// and the client could lose the answer before reading it: end
+		// the writing side and read what the client sent, briefly.
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	}()
+	return false
 }
 
 // retryListener retries Accept errors that pass (out of descriptors,
 // buffers or memory, an aborted handshake), pausing 5 ms doubling to 1 s.
+// A connection admit refuses is not returned; Accept waits for the next.
 type retryListener struct {
 	net.Listener
 	log    *slog.Logger
 	logged time.Time
+	admit  func(net.Conn) bool
 }
 
 func (l *retryListener) Accept() (net.Conn, error) {
 	var pause time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		if err == nil || !acceptRetryable(err) {
+		if err == nil {
+			if l.admit != nil && !l.admit(c) {
+				continue
+			}
+			return c, nil
+		}
+		if !acceptRetryable(err) {
 			return c, err
 		}
 		pause = min(max(2*pause, 5*time.Millisecond), time.Second)
@@ -84,7 +146,25 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 	if logger == nil {
 		logger = in.cfg.Logger
 	}
-	s := &Server{fresh: map[net.Conn]struct{}{}, log: logger}
+	const busyBody = "too many connections; retry later\n"
+	s := &Server{
+		fresh: map[net.Conn]struct{}{},
+		log:   logger,
+		limit: int64(cfg.MaxConcurrency),
+		busy: "HTTP/1.1 503 Service Unavailable\r\nServer: relay\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+			"Retry-After: " + in.retryAfter + "\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(busyBody)) + "\r\n\r\n" + busyBody,
+		refused: func() {
+			if in.cfg.Metrics != nil {
+				in.cfg.Metrics.observeRequest(fasthttp.StatusServiceUnavailable, 0)
+			}
+		},
+	}
+	concurrency := 0 // fasthttp's default
+	if cfg.MaxConcurrency > 0 {
+		// The limit is admit's; fasthttp's, above it, only covers the
+		// moment a closed connection's worker takes to be free again.
+		concurrency = 2 * cfg.MaxConcurrency
+	}
 	s.Server = &fasthttp.Server{
 		ConnState:                    s.connState,
 		Handler:                      in.Handle,
@@ -94,7 +174,7 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
-		Concurrency:                  cfg.MaxConcurrency,
+		Concurrency:                  concurrency,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{logger},
@@ -103,6 +183,12 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 }
 
 func (s *Server) connState(c net.Conn, st fasthttp.ConnState) {
+	switch st {
+	case fasthttp.StateNew:
+		s.open.Add(1)
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		s.open.Add(-1)
+	}
 	if st == fasthttp.StateIdle {
 		return // after every request: an idle connection was active before
 	}

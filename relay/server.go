@@ -165,8 +165,23 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 		// moment a closed connection's worker takes to be free again.
 		concurrency = 2 * cfg.MaxConcurrency
 	}
+	maxBody := cfg.MaxBodyBytes
+	if maxBody <= 0 {
+		maxBody = fasthttp.DefaultMaxRequestBodySize
+	}
 	s.Server = &fasthttp.Server{
-		ConnState:                    s.connState,
+		ConnState: s.connState,
+		// A body announced over the limit is refused before "100 Continue"
+		// asks the client to send it.
+		ExpectHandler: func(ctx *fasthttp.RequestCtx) int {
+			if ctx.Request.Header.ContentLength() > maxBody {
+				if in.cfg.Metrics != nil {
+					in.cfg.Metrics.observeRequest(fasthttp.StatusRequestEntityTooLarge, 0)
+				}
+				return fasthttp.StatusRequestEntityTooLarge
+			}
+			return fasthttp.StatusContinue
+		},
 		Handler:                      in.Handle,
 		ErrorHandler:                 in.HandleError,
 		Name:                         "relay",

@@ -2,10 +2,12 @@ package relay
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -72,4 +74,45 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 		return get(t, c, br).StatusCode == http.StatusNotFound
 	}, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, 2.0, codes("404"))
+}
+
+// Regression: a POST with "Expect: 100-continue" and a Content-Length
+// over ingress.max_body_bytes was told "100 Continue", sent its whole
+// body, and only then got 413. It now gets 413 at once; a body within
+// the limit still gets 100 Continue.
+func TestExpectContinueOverTheLimitGets413First(t *testing.T) {
+	h := newHarness(t, nil)
+	u, err := url.Parse(h.url)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	br := bufio.NewReader(c)
+	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", u.Path, 1<<20)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
+	require.Equal(t, 1.0, testutil.ToFloat64(h.ingress.cfg.Metrics.requests.WithLabelValues("413")))
+
+	c2, err := net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	t.Cleanup(func() { c2.Close() })
+	require.NoError(t, c2.SetDeadline(time.Now().Add(10*time.Second)))
+	br2 := bufio.NewReader(c2)
+	body := `{"object":"page","entry":[]}`
+	_, err = fmt.Fprintf(c2, "POST %s HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", u.Path, len(body))
+	require.NoError(t, err)
+	line, err := br2.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
+	line, err = br2.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "\r\n", line)
+	_, err = io.WriteString(c2, body)
+	require.NoError(t, err)
+	res, err = http.ReadResponse(br2, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusUnauthorized, res.StatusCode, "unsigned: refused by the handler")
 }

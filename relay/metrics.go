@@ -19,6 +19,7 @@ type Metrics struct {
 	duplicates    prometheus.Counter
 	signatureFail *prometheus.CounterVec
 	bodyBytes     prometheus.Histogram
+	unanswered    prometheus.Counter
 
 	// status children, resolved once: the hot path does no label lookups.
 	byStatus map[int]prometheus.Counter
@@ -55,9 +56,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Sizes of webhook bodies received.",
 			Buckets: prometheus.ExponentialBuckets(256, 4, 9),
 		}),
+		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ingress_connections_unanswered_total",
+			Help: "Connections past ingress.max_concurrency closed without an answer: 64 refusals already under way, or no request head within 1s.",
+		}),
 		byStatus: map[int]prometheus.Counter{},
 	}
-	reg.MustRegister(m.requests, m.duration, m.events, m.duplicates, m.signatureFail, m.bodyBytes)
+	reg.MustRegister(m.requests, m.duration, m.events, m.duplicates, m.signatureFail, m.bodyBytes, m.unanswered)
 	for _, code := range []int{200, 400, 401, 403, 404, 405, 413, 500, 503} {
 		m.byStatus[code] = m.requests.WithLabelValues(statusLabel(code))
 	}

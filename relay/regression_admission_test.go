@@ -66,6 +66,27 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	codes := func(code string) float64 { return testutil.ToFloat64(in.cfg.Metrics.requests.WithLabelValues(code)) }
 	require.Equal(t, 1.0, codes("503"))
 
+	// A Go client gets the 503 too: answered before its request, it would
+	// drop it as unsolicited and fail the request instead.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	for range 100 {
+		res, err := client.Get("http://" + ln.Addr().String() + "/other")
+		require.NoError(t, err)
+		require.NoError(t, res.Body.Close())
+		require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+		require.Equal(t, "7", res.Header.Get("Retry-After"))
+	}
+	require.Equal(t, 101.0, codes("503"))
+
+	// A connection that sends no request is closed unanswered, and counted
+	// apart.
+	idle, idleR := dial()
+	_, err = idleR.ReadByte()
+	require.ErrorIs(t, err, io.EOF)
+	require.NoError(t, idle.Close())
+	require.Equal(t, 1.0, testutil.ToFloat64(in.cfg.Metrics.unanswered))
+	require.Equal(t, 101.0, codes("503"))
+
 	// Once the first closes, a new connection is served again.
 	require.NoError(t, first.Close())
 	require.Eventually(t, func() bool {

@@ -1,11 +1,14 @@
 package relay
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -42,11 +45,16 @@ type Server struct {
 	refusing   atomic.Int32 // goroutines answering refused connections
 	busy       string       // the answer to a connection past limit
 	refused    func()       // counts that answer
+	unanswered func()       // counts a connection past limit closed unanswered
 	loggedBusy atomic.Int64 // when a refusal was last logged, Unix nanoseconds
 
 	mu    sync.Mutex
 	fresh map[net.Conn]struct{}
 }
+
+// Only Serve applies the limit: the embedded fasthttp.Server's ServeConn,
+// ListenAndServe and ServeTLS bypass admit, and ServeConn would also skew
+// the count of open connections. The relay calls none of them.
 
 // maxRefusing bounds the goroutines answering connections past the limit;
 // beyond it a connection is closed unanswered (the client sees a reset,
@@ -68,7 +76,6 @@ func (s *Server) admit(c net.Conn) bool {
 	if s.limit <= 0 || s.open.Load() < s.limit {
 		return true
 	}
-	s.refused()
 	if now := time.Now().UnixNano(); now-s.loggedBusy.Load() >= int64(time.Minute) {
 		s.loggedBusy.Store(now)
 		s.log.Warn("ingress: ingress.max_concurrency connections are open; answering new ones 503 with Retry-After until some close",
@@ -77,24 +84,48 @@ func (s *Server) admit(c net.Conn) bool {
 	if s.refusing.Add(1) > maxRefusing {
 		s.refusing.Add(-1)
 		_ = c.Close()
+		s.unanswered()
 		return false
 	}
 	go func() {
 		defer s.refusing.Add(-1)
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := io.WriteString(c, s.busy); err != nil {
-			return
+		if !s.refuse(c) {
+			s.unanswered()
 		}
-		// Closing with the request unread would reset the connection,
-		// and the client could lose the answer before reading it: end
-		// the writing side and read what the client sent, briefly.
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 	}()
 	return false
+}
+
+// refuse answers c 503 and reports whether the answer went out. The
+// answer follows the client's request head: an HTTP client drops an
+// answer that comes before its request (Go's, as "unsolicited response")
+// and fails the request instead of retrying it later.
+func (s *Server) refuse(c net.Conn) bool {
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	br := bufio.NewReaderSize(io.LimitReader(c, 64<<10), 4096)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return false // gone, too slow or too long: closed unanswered
+		}
+		if err == nil && len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break
+		}
+	}
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, s.busy); err != nil {
+		return false
+	}
+	s.refused()
+	// Closing with the body unread would reset the connection, and the
+	// client could lose the answer before reading it: end the writing
+	// side and read what the client still sends, briefly.
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, br)
+	return true
 }
 
 // retryListener retries Accept errors that pass (out of descriptors,
@@ -158,12 +189,17 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 				in.cfg.Metrics.observeRequest(fasthttp.StatusServiceUnavailable, 0)
 			}
 		},
+		unanswered: func() {
+			if in.cfg.Metrics != nil {
+				in.cfg.Metrics.unanswered.Inc()
+			}
+		},
 	}
 	concurrency := 0 // fasthttp's default
 	if cfg.MaxConcurrency > 0 {
 		// The limit is admit's; fasthttp's, above it, only covers the
 		// moment a closed connection's worker takes to be free again.
-		concurrency = 2 * cfg.MaxConcurrency
+		concurrency = cfg.MaxConcurrency + min(cfg.MaxConcurrency, math.MaxInt32)
 	}
 	maxBody := cfg.MaxBodyBytes
 	if maxBody <= 0 {

@@ -62,8 +62,8 @@ type Ingress struct {
 	ReadTimeout  time.Duration `yaml:"read_timeout"`  // default 30s
 	WriteTimeout time.Duration `yaml:"write_timeout"` // default 30s
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // default 120s
-	// MaxConcurrency bounds the connections served at once (fasthttp's
-	// Concurrency); a connection past it gets a 503 and is closed.
+	// MaxConcurrency bounds the connections served at once; a connection
+	// past it gets a 503 with Retry-After and is closed.
 	MaxConcurrency int `yaml:"max_concurrency"` // default 16384
 	// DedupeSize is how many recent event ids are remembered to drop Meta's
 	// redeliveries.

@@ -263,14 +263,17 @@ func Load(path string, getenv func(string) string, sets []string) (*Config, erro
 	if err := applyEnv(c, getenv); err != nil {
 		return nil, err
 	}
+	var setErrs []error // every bad --set, not only the first
 	for _, s := range sets {
 		key, value, ok := strings.Cut(s, "=")
 		if !ok {
-			return nil, fmt.Errorf("--set %q: want key=value, e.g. ingress.listen=127.0.0.1:8081", s)
+			setErrs = append(setErrs, fmt.Errorf("--set %q: want key=value, e.g. ingress.listen=127.0.0.1:8081", s))
+		} else if err := set(c, key, value); err != nil {
+			setErrs = append(setErrs, fmt.Errorf("--set %s: %w", key, err))
 		}
-		if err := set(c, key, value); err != nil {
-			return nil, fmt.Errorf("--set %s: %w", key, err)
-		}
+	}
+	if err := errors.Join(setErrs...); err != nil {
+		return nil, err
 	}
 	c.setDefaults()
 	if err := c.resolveSecrets(); err != nil {

@@ -288,3 +288,22 @@ meta: {verify_tokens: [tok], app_secrets: [s1]}
 		}
 	}
 }
+
+// Every bad --set and RELAY_ variable is reported at once, not only the
+// first: an operator fixing a command line learnt of one mistake per try.
+func TestEveryBadOverrideIsReported(t *testing.T) {
+	_, err := Load("", noEnv, []string{"ingress.listne=:8081", "kafka.flush_interval=soon", "delivery.enabled=false", "oops"})
+	require.Error(t, err)
+	msg := err.Error()
+	require.Contains(t, msg, "--set ingress.listne: no such key")
+	require.Contains(t, msg, "--set kafka.flush_interval:")
+	require.Contains(t, msg, `--set "oops": want key=value`)
+	require.NotContains(t, msg, "delivery.enabled")
+
+	_, err = Load("", func(k string) string {
+		return map[string]string{"RELAY_INGRESS_MAX_BODY_BYTES": "lots", "RELAY_DELIVERY_TIMEOUT": "1 minute"}[k]
+	}, nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "RELAY_INGRESS_MAX_BODY_BYTES (ingress.max_body_bytes)")
+	require.Contains(t, err.Error(), "RELAY_DELIVERY_TIMEOUT (delivery.timeout)")
+}

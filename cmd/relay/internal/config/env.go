@@ -58,15 +58,18 @@ func Keys() [][2]string {
 	return out
 }
 
+// applyEnv applies every RELAY_ variable set, and reports every one it
+// cannot parse, not only the first.
 func applyEnv(c *Config, getenv func(string) string) error {
+	var errs []error
 	for _, f := range fields(c) {
 		if s := getenv(f.env); s != "" {
 			if err := assign(f.v, s); err != nil {
-				return fmt.Errorf("%s (%s): %w", f.env, f.key, err)
+				errs = append(errs, fmt.Errorf("%s (%s): %w", f.env, f.key, err))
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func set(c *Config, key, value string) error {

@@ -1,6 +1,9 @@
 package relay
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Signature errors. Each answers 401 and nothing is written.
 var (
@@ -14,6 +17,9 @@ var (
 var (
 	ErrBodyEmpty   = errors.New("body: empty")
 	ErrBodyInvalid = errors.New("body: not valid JSON")
+	// ErrBodyTooDeep is an ErrBodyInvalid: encoding/json refuses such a
+	// body too.
+	ErrBodyTooDeep = fmt.Errorf("%w: nested deeper than %d levels", ErrBodyInvalid, maxDepth)
 	ErrNotWebhook  = errors.New(`body: not a Meta webhook (want an object with a string "object" and an "entry" array of objects)`)
 )
 

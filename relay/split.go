@@ -43,7 +43,8 @@ func (b *Body) Reset() {
 
 // SplitBody validates data as JSON and splits a Meta webhook body into its
 // entries without copying or re-encoding them. It returns ErrBodyEmpty,
-// ErrBodyInvalid (not JSON) or ErrNotWebhook (JSON, but not a webhook).
+// ErrBodyInvalid (not JSON; ErrBodyTooDeep, which is one, for nesting past
+// encoding/json's limit) or ErrNotWebhook (JSON, but not a webhook).
 func SplitBody(data []byte, b *Body) error {
 	b.Reset()
 	s := scanner{data: data}
@@ -53,7 +54,7 @@ func SplitBody(data []byte, b *Body) error {
 	}
 	if s.peek() != '{' {
 		if !s.value(0) || !s.end() {
-			return ErrBodyInvalid
+			return s.invalid()
 		}
 		return ErrNotWebhook
 	}
@@ -100,7 +101,7 @@ func SplitBody(data []byte, b *Body) error {
 		}
 	})
 	if !ok || !s.end() {
-		return ErrBodyInvalid
+		return s.invalid()
 	}
 	if !shape || !haveObject || !haveEntry {
 		return ErrNotWebhook
@@ -113,8 +114,17 @@ func SplitBody(data []byte, b *Body) error {
 // JSON. Strings come back unquoted when they hold no escapes; escaped ones
 // (rare in ids) are decoded into a fresh slice.
 type scanner struct {
-	data []byte
-	i    int
+	data    []byte
+	i       int
+	tooDeep bool // what made it report false was nesting past maxDepth
+}
+
+// invalid is the error for a body the scanner refused.
+func (s *scanner) invalid() error {
+	if s.tooDeep {
+		return ErrBodyTooDeep
+	}
+	return ErrBodyInvalid
 }
 
 func (s *scanner) peek() byte {
@@ -204,6 +214,7 @@ func (s *scanner) scalar(depth int) ([]byte, bool) {
 // the colon and whitespace); member must consume the value.
 func (s *scanner) object(depth int, member func(key []byte) bool) bool {
 	if depth >= maxDepth {
+		s.tooDeep = true
 		return false
 	}
 	s.i++ // '{'
@@ -246,6 +257,7 @@ func (s *scanner) object(depth int, member func(key []byte) bool) bool {
 // array reads [...] at s.i, calling elem with s.i at each element.
 func (s *scanner) array(depth int, elem func() bool) bool {
 	if depth >= maxDepth {
+		s.tooDeep = true
 		return false
 	}
 	s.i++ // '['

@@ -111,8 +111,22 @@ func TestSplitShapes(t *testing.T) {
 func TestSplitDepthLimit(t *testing.T) {
 	deep := `{"object":"page","entry":[{"x":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]}`
 	var b Body
-	require.ErrorIs(t, SplitBody([]byte(deep), &b), ErrBodyInvalid)
+	err := SplitBody([]byte(deep), &b)
+	require.ErrorIs(t, err, ErrBodyInvalid)
 	require.False(t, json.Valid([]byte(deep)), "encoding/json agrees")
+	// The answer says why: "not valid JSON" alone sent a sender looking
+	// for a syntax error.
+	require.ErrorIs(t, err, ErrBodyTooDeep)
+	require.EqualError(t, err, "body: not valid JSON: nested deeper than 10000 levels")
+
+	// 10,000 levels in all are allowed, as encoding/json allows them; a
+	// body invalid otherwise is not called too deep.
+	ok := `{"object":"page","entry":[{"x":` + strings.Repeat("[", 9997) + strings.Repeat("]", 9997) + `}]}`
+	require.True(t, json.Valid([]byte(ok)))
+	require.NoError(t, SplitBody([]byte(ok), &b))
+	err = SplitBody([]byte(`{"object":"page","entry":[{"x":[[[}]}`), &b)
+	require.ErrorIs(t, err, ErrBodyInvalid)
+	require.NotErrorIs(t, err, ErrBodyTooDeep)
 }
 
 func TestSplitAllocatesNothing(t *testing.T) {

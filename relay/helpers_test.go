@@ -102,7 +102,8 @@ func startBroker(t testing.TB) *broker {
 	b := &broker{t: t, dir: t.TempDir()}
 	b.start()
 	t.Cleanup(b.stop)
-	admin := &kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second}
+	admin, done := b.client()
+	defer done()
 	res, err := admin.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
 		{Topic: testEvents, NumPartitions: 2, ReplicationFactor: 1},
 		{Topic: testUnrouted, NumPartitions: 1, ReplicationFactor: 1},
@@ -142,11 +143,23 @@ func (b *broker) stop() {
 
 func (b *broker) addr() string { return b.c.ListenAddrs()[0] }
 
+// client returns a kafka-go client of b with a transport of its own, and
+// the function that closes its connections. Not kafka-go's default
+// transport: that one keeps each address's metadata for 6 s, and a broker
+// that got the port of an earlier test's cluster (closed, its port free)
+// was sent to that cluster's controller, on a port nobody listens on any
+// more: "connection refused".
+func (b *broker) client() (*kafka.Client, func()) {
+	tr := &kafka.Transport{}
+	return &kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections
+}
+
 // setMaxMessageBytes sets topic's max.message.bytes, the largest record
 // batch the broker accepts for it.
 func (b *broker) setMaxMessageBytes(topic string, n int) {
 	b.t.Helper()
-	admin := &kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second}
+	admin, done := b.client()
+	defer done()
 	res, err := admin.IncrementalAlterConfigs(context.Background(), &kafka.IncrementalAlterConfigsRequest{
 		Resources: []kafka.IncrementalAlterConfigsRequestResource{{
 			ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,

@@ -23,7 +23,9 @@ func TestProducerSendsToSeveralLeaders(t *testing.T) {
 	b := startCluster(t, 3, partitions, topic)
 
 	leaders := map[int]bool{}
-	md, err := (&kafka.Client{Addr: kafka.TCP(b.addr()), Timeout: 10 * time.Second}).Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
+	admin, done := b.client()
+	defer done()
+	md, err := admin.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
 	require.NoError(t, err)
 	require.Len(t, md.Topics, 1)
 	for _, p := range md.Topics[0].Partitions {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,7 @@ type Server struct {
 	// 503 carries no Retry-After, is logged at debug level only and is not
 	// counted.
 	limit      int64        // connections served at once; 0: fasthttp's default
+	maxBody    int          // the largest body read, and drained from a refused connection
 	open       atomic.Int64 // connections fasthttp holds, from StateNew to StateClosed
 	refusing   atomic.Int32 // goroutines answering refused connections
 	busy       string       // the answer to a connection past limit
@@ -100,33 +102,67 @@ func (s *Server) admit(c net.Conn) bool {
 // refuse answers c 503 and reports whether the answer went out. The
 // answer follows the client's request head: an HTTP client drops an
 // answer that comes before its request (Go's, as "unsolicited response")
-// and fails the request instead of retrying it later.
+// and fails the request instead of retrying it later. Then it reads the
+// request's body, up to the size limit: closing with bytes unread would
+// reset the connection, and the client could lose the answer before
+// reading it.
 func (s *Server) refuse(c net.Conn) bool {
+	const headLimit = 64 << 10
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	br := bufio.NewReaderSize(io.LimitReader(c, 64<<10), 4096)
-	for {
+	limited := &io.LimitedReader{R: c, N: headLimit + int64(s.maxBody)}
+	br := bufio.NewReaderSize(limited, 4096)
+	length, chunked := int64(0), false
+headers:
+	for head := 0; ; {
 		line, err := br.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return false // gone, too slow or too long: closed unanswered
+		if head += len(line); head > headLimit || err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return false // gone, too slow or a head too long: closed unanswered
 		}
-		if err == nil && len(bytes.TrimRight(line, "\r\n")) == 0 {
-			break
+		if err != nil {
+			continue // the rest of a long line
+		}
+		name, value, _ := bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(":"))
+		switch {
+		case len(name) == 0:
+			break headers // the blank line that ends the head
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			length, _ = strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64)
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = true
 		}
 	}
-	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_ = c.SetDeadline(time.Now().Add(refuseDrainFor))
 	if _, err := io.WriteString(c, s.busy); err != nil {
 		return false
 	}
-	s.refused()
-	// Closing with the body unread would reset the connection, and the
-	// client could lose the answer before reading it: end the writing
-	// side and read what the client still sends, briefly.
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_, _ = io.Copy(io.Discard, br)
+	// A client that closes first has the answer (Go's closes once it has
+	// it, its body unsent); one still sending when the reading stops may
+	// lose it to the reset the close sends.
+	var err error
+	switch {
+	case chunked: // its end is the client's close
+		_, err = io.Copy(io.Discard, br)
+		if limited.N == 0 {
+			return false
+		}
+	case length > int64(s.maxBody):
+		return false
+	case length > 0:
+		_, err = io.CopyN(io.Discard, br, length)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	s.refused()
 	return true
 }
+
+// refuseDrainFor bounds writing a refusal and reading the rest of the
+// request: an 8 MiB body at 2 MB/s.
+const refuseDrainFor = 5 * time.Second
 
 // retryListener retries Accept errors that pass (out of descriptors,
 // buffers or memory, an aborted handshake), pausing 5 ms doubling to 1 s.
@@ -177,11 +213,16 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 	if logger == nil {
 		logger = in.cfg.Logger
 	}
+	maxBody := cfg.MaxBodyBytes
+	if maxBody <= 0 {
+		maxBody = fasthttp.DefaultMaxRequestBodySize
+	}
 	const busyBody = "too many connections; retry later\n"
 	s := &Server{
-		fresh: map[net.Conn]struct{}{},
-		log:   logger,
-		limit: int64(cfg.MaxConcurrency),
+		fresh:   map[net.Conn]struct{}{},
+		log:     logger,
+		limit:   int64(cfg.MaxConcurrency),
+		maxBody: maxBody,
 		busy: "HTTP/1.1 503 Service Unavailable\r\nServer: relay\r\nContent-Type: text/plain; charset=utf-8\r\n" +
 			"Retry-After: " + in.retryAfter + "\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(busyBody)) + "\r\n\r\n" + busyBody,
 		refused: func() {
@@ -200,10 +241,6 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 		// The limit is admit's; fasthttp's, above it, only covers the
 		// moment a closed connection's worker takes to be free again.
 		concurrency = cfg.MaxConcurrency + min(cfg.MaxConcurrency, math.MaxInt32)
-	}
-	maxBody := cfg.MaxBodyBytes
-	if maxBody <= 0 {
-		maxBody = fasthttp.DefaultMaxRequestBodySize
 	}
 	s.Server = &fasthttp.Server{
 		ConnState: s.connState,

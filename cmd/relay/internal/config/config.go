@@ -260,20 +260,22 @@ func Load(path string, getenv func(string) string, sets []string) (*Config, erro
 		}
 		c.dir = filepath.Dir(path)
 	}
+	// Every bad override is reported at once, with the file's own
+	// problems, which Validate would report had the overrides been good.
+	var overrideErrs []error
 	if err := applyEnv(c, getenv); err != nil {
-		return nil, err
+		overrideErrs = append(overrideErrs, err)
 	}
-	var setErrs []error // every bad --set, not only the first
 	for _, s := range sets {
 		key, value, ok := strings.Cut(s, "=")
 		if !ok {
-			setErrs = append(setErrs, fmt.Errorf("--set %q: want key=value, e.g. ingress.listen=127.0.0.1:8081", s))
+			overrideErrs = append(overrideErrs, fmt.Errorf("--set %q: want key=value, e.g. ingress.listen=127.0.0.1:8081", s))
 		} else if err := set(c, key, value); err != nil {
-			setErrs = append(setErrs, fmt.Errorf("--set %s: %w", key, err))
+			overrideErrs = append(overrideErrs, fmt.Errorf("--set %s: %w", key, err))
 		}
 	}
-	if err := errors.Join(setErrs...); err != nil {
-		return nil, err
+	if len(overrideErrs) > 0 {
+		return nil, errors.Join(append(slices.Clone(c.problems), overrideErrs...)...)
 	}
 	c.setDefaults()
 	if err := c.resolveSecrets(); err != nil {

@@ -306,4 +306,14 @@ func TestEveryBadOverrideIsReported(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "RELAY_INGRESS_MAX_BODY_BYTES (ingress.max_body_bytes)")
 	require.Contains(t, err.Error(), "RELAY_DELIVERY_TIMEOUT (delivery.timeout)")
+
+	// Variables, flags and the file's own problems, all at once.
+	path := write(t, t.TempDir(), "relay.yaml", "ingress: {listne: \":8081\"}\n")
+	_, err = Load(path, func(k string) string {
+		return map[string]string{"RELAY_INGRESS_MAX_BODY_BYTES": "lots"}[k]
+	}, []string{"bogus=1"})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "RELAY_INGRESS_MAX_BODY_BYTES")
+	require.Contains(t, err.Error(), "--set bogus: no such key")
+	require.Contains(t, err.Error(), "ingress.listne: unknown key (line 1)")
 }

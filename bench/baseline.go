@@ -70,7 +70,12 @@ func BaselineHandler(w *kafka.Writer, secret string) http.Handler {
 // the key, acks=all, 5 ms batch timeout.
 func NewBaselineWriter(brokers []string, topic string) *kafka.Writer {
 	return &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
+		Addr: kafka.TCP(brokers...),
+		// A transport of its own, not kafka-go's shared default: that one
+		// keeps each address's metadata for 6 s, which the tests' brokers,
+		// started and stopped on reused ports, would be taken for. It
+		// costs the same.
+		Transport:    &kafka.Transport{},
 		Topic:        topic,
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
@@ -110,5 +115,9 @@ func ServeBaselineListener(ctx context.Context, ln net.Listener, brokers []strin
 		}
 		return nil
 	}, srv.Shutdown)
-	return errors.Join(err, kw.Close())
+	err = errors.Join(err, kw.Close())
+	if tr, ok := kw.Transport.(*kafka.Transport); ok {
+		tr.CloseIdleConnections()
+	}
+	return err
 }

@@ -67,7 +67,8 @@ func BaselineHandler(w *kafka.Writer, secret string) http.Handler {
 }
 
 // NewBaselineWriter returns the baseline's kafka-go Writer: hash balancer on
-// the key, acks=all, 5 ms batch timeout.
+// the key, acks=all, 5 ms batch timeout. Its Transport is its own: after
+// Close, close that one's idle connections too.
 func NewBaselineWriter(brokers []string, topic string) *kafka.Writer {
 	return &kafka.Writer{
 		Addr: kafka.TCP(brokers...),

@@ -92,7 +92,10 @@ func TestBaselineWriteError(t *testing.T) {
 
 	w := NewBaselineWriter([]string{dead}, baselineTopic)
 	w.MaxAttempts = 1
-	t.Cleanup(func() { w.Close() })
+	t.Cleanup(func() {
+		w.Close()
+		w.Transport.(*kafka.Transport).CloseIdleConnections()
+	})
 	srv := httptest.NewServer(BaselineHandler(w, testSecret))
 	t.Cleanup(srv.Close)
 

@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_ingress_connections_unanswered_total",
-			Help: "Connections past ingress.max_concurrency closed without their 503, or with it but the body still coming: 64 refusals already under way, no request head within 1s, or a body over max_body_bytes or still coming after 5s.",
+			Help: "Connections past ingress.max_concurrency closed without a clean 503: 64 refusals already under way, no request head within 1s, or the client still sending after 5s or past max_body_bytes.",
 		}),
 		byStatus: map[int]prometheus.Counter{},
 	}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +67,7 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	require.Equal(t, "7", res.Header.Get("Retry-After"))
 	_, err = secondR.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "the refused connection is closed")
+	require.NoError(t, second.Close()) // as a client does once answered: the relay waits for it
 	codes := func(code string) float64 { return testutil.ToFloat64(in.cfg.Metrics.requests.WithLabelValues(code)) }
 	// Counted once the answer went out: a moment after the client read it.
 	counted := func(want float64) {
@@ -98,6 +101,26 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	}
 	counted(111)
 
+	// A head line as long as the refusal's read buffer: its end is not the
+	// blank line that ends the head (taken for it, the answer came before
+	// the request).
+	raw, rawR := dial()
+	require.NoError(t, raw.SetDeadline(time.Now().Add(10*time.Second)))
+	line := "GET /other?p=" + strings.Repeat("a", 4096-len("GET /other?p= HTTP/1.1")) + " HTTP/1.1\r\n"
+	_, err = io.WriteString(raw, line)
+	require.NoError(t, err)
+	require.NoError(t, raw.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+	_, err = rawR.ReadByte()
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no answer before the head's end")
+	require.NoError(t, raw.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(raw, "Host: relay\r\n\r\n")
+	require.NoError(t, err)
+	res, err = http.ReadResponse(rawR, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	require.NoError(t, raw.Close())
+	counted(112)
+
 	// A connection that sends no request is closed unanswered, and counted
 	// apart.
 	idle, idleR := dial()
@@ -105,7 +128,7 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	require.NoError(t, idle.Close())
 	require.Eventually(t, func() bool { return testutil.ToFloat64(in.cfg.Metrics.unanswered) == 1 }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, 111.0, codes("503"))
+	require.Equal(t, 112.0, codes("503"))
 
 	// Once the first closes, a new connection is served again.
 	require.NoError(t, first.Close())

@@ -102,35 +102,36 @@ func (s *Server) admit(c net.Conn) bool {
 // refuse answers c 503 and reports whether the answer went out. The
 // answer follows the client's request head: an HTTP client drops an
 // answer that comes before its request (Go's, as "unsolicited response")
-// and fails the request instead of retrying it later. Then it reads the
-// request's body, up to the size limit: closing with bytes unread would
-// reset the connection, and the client could lose the answer before
-// reading it.
+// and fails the request instead of retrying it later. Then it reads
+// whatever the client still sends until the client closes, as a lingering
+// close does: closing with bytes unread would reset the connection, and
+// the client could lose the answer before reading it.
 func (s *Server) refuse(c net.Conn) bool {
 	const headLimit = 64 << 10
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	limited := &io.LimitedReader{R: c, N: headLimit + int64(s.maxBody)}
+	limited := &io.LimitedReader{R: c, N: headLimit}
 	br := bufio.NewReaderSize(limited, 4096)
-	length, chunked := int64(0), false
-headers:
-	for head := 0; ; {
+	for tail := false; ; {
 		line, err := br.ReadSlice('\n')
-		if head += len(line); head > headLimit || err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return false // gone, too slow or a head too long: closed unanswered
 		}
-		if err != nil {
-			continue // the rest of a long line
-		}
-		name, value, _ := bytes.Cut(bytes.TrimRight(line, "\r\n"), []byte(":"))
 		switch {
-		case len(name) == 0:
-			break headers // the blank line that ends the head
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			length, _ = strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64)
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			chunked = true
+		case err != nil: // a line longer than the buffer: its end comes next
+			tail = true
+		case tail:
+			tail = false
+		case len(bytes.TrimRight(line, "\r\n")) == 0: // the blank line that ends the head
+			return s.answerBusy(c, br, limited)
 		}
 	}
+}
+
+// answerBusy writes the 503 on c, whose request head br has read, and
+// reads what follows (body, pipelined requests) until the client closes,
+// up to max_body_bytes more and for refuseDrainFor. It reports whether the
+// client closed first: Go's client closes once it has the answer.
+func (s *Server) answerBusy(c net.Conn, br *bufio.Reader, limited *io.LimitedReader) bool {
 	_ = c.SetDeadline(time.Now().Add(refuseDrainFor))
 	if _, err := io.WriteString(c, s.busy); err != nil {
 		return false
@@ -138,30 +139,16 @@ headers:
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	// A client that closes first has the answer (Go's closes once it has
-	// it, its body unsent); one still sending when the reading stops may
-	// lose it to the reset the close sends.
-	var err error
-	switch {
-	case chunked: // its end is the client's close
-		_, err = io.Copy(io.Discard, br)
-		if limited.N == 0 {
-			return false
-		}
-	case length > int64(s.maxBody):
-		return false
-	case length > 0:
-		_, err = io.CopyN(io.Discard, br, length)
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
+	limited.N += int64(s.maxBody)
+	if _, err := io.Copy(io.Discard, br); errors.Is(err, os.ErrDeadlineExceeded) || limited.N == 0 {
+		return false // still sending: the close may reset the answer away
 	}
 	s.refused()
 	return true
 }
 
-// refuseDrainFor bounds writing a refusal and reading the rest of the
-// request: an 8 MiB body at 2 MB/s.
+// refuseDrainFor bounds writing a refusal and reading what the client
+// still sends: an 8 MiB body at 2 MB/s.
 const refuseDrainFor = 5 * time.Second
 
 // retryListener retries Accept errors that pass (out of descriptors,

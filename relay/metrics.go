@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_ingress_connections_unanswered_total",
-			Help: "Connections past ingress.max_concurrency closed without a clean 503: 64 refusals already under way, no request head within 1s, or the client still sending after 5s or past max_body_bytes.",
+			Help: "Connections past ingress.max_concurrency closed without a clean 503: 64 refusals already under way, no request head within 1s or a head over 64KiB, or the client did not close within 5s of the answer.",
 		}),
 		byStatus: map[int]prometheus.Counter{},
 	}
@@ -75,12 +75,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) observeRequest(code int, d time.Duration) {
+	m.count(code)
+	m.duration.Observe(d.Seconds())
+}
+
+// count counts an answer whose duration is not the handler's: a refused
+// connection's 503 (which would pull the latency quantiles down).
+func (m *Metrics) count(code int) {
 	c, ok := m.byStatus[code]
 	if !ok {
 		c = m.requests.WithLabelValues(statusLabel(code))
 	}
 	c.Inc()
-	m.duration.Observe(d.Seconds())
 }
 
 func (m *Metrics) signatureFailure(err error) {

@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -121,6 +122,23 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	require.NoError(t, raw.Close())
 	counted(112)
 
+	// A blank line before the request line is ignored, not taken for the
+	// head's end.
+	lead, leadR := dial()
+	_, err = io.WriteString(lead, "\r\n")
+	require.NoError(t, err)
+	require.NoError(t, lead.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+	_, err = leadR.ReadByte()
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no answer before the request")
+	require.NoError(t, lead.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(lead, "GET /other HTTP/1.1\r\nHost: relay\r\n\r\n")
+	require.NoError(t, err)
+	res, err = http.ReadResponse(leadR, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	require.NoError(t, lead.Close())
+	counted(113)
+
 	// A connection that sends no request is closed unanswered, and counted
 	// apart.
 	idle, idleR := dial()
@@ -128,7 +146,7 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 	require.NoError(t, idle.Close())
 	require.Eventually(t, func() bool { return testutil.ToFloat64(in.cfg.Metrics.unanswered) == 1 }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, 112.0, codes("503"))
+	require.Equal(t, 113.0, codes("503"))
 
 	// Once the first closes, a new connection is served again.
 	require.NoError(t, first.Close())
@@ -182,4 +200,36 @@ func TestExpectContinueOverTheLimitGets413First(t *testing.T) {
 	res, err = http.ReadResponse(br2, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusUnauthorized, res.StatusCode, "unsigned: refused by the handler")
+}
+
+// Regression: a refusal under way outlived the server's shutdown, for up
+// to 6 s, and was counted after it. Shutdown now waits for refusals until
+// its context is done, then closes their connections.
+func TestShutdownEndsRefusalsUnderWay(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	in := &Ingress{cfg: IngressConfig{Path: "/webhooks/meta", Metrics: NewMetrics(reg), Logger: slog.New(slog.DiscardHandler)}, retryAfter: "7"}
+	s := in.NewServer(ServerConfig{MaxConcurrency: 1, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Hour})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	first, firstR := dial()
+	require.Equal(t, http.StatusNotFound, get(t, first, firstR).StatusCode)
+	second, secondR := dial() // answered, then left open: the refusal lingers
+	require.Equal(t, http.StatusServiceUnavailable, get(t, second, secondR).StatusCode)
+	require.EqualValues(t, 1, s.refusing.Load())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, s.ShutdownWithContext(ctx))
+	require.NoError(t, <-done)
+	require.Less(t, time.Since(start), 3*time.Second)
+	require.Zero(t, s.refusing.Load(), "no refusal outlives the shutdown")
 }

@@ -50,8 +50,10 @@ type Server struct {
 	unanswered func()       // counts a connection past limit closed unanswered
 	loggedBusy atomic.Int64 // when a refusal was last logged, Unix nanoseconds
 
-	mu    sync.Mutex
-	fresh map[net.Conn]struct{}
+	mu       sync.Mutex
+	fresh    map[net.Conn]struct{}
+	refusals map[net.Conn]struct{} // connections admit is answering
+	refuseWG sync.WaitGroup        // their goroutines
 }
 
 // Only Serve applies the limit: the embedded fasthttp.Server's ServeConn,
@@ -89,12 +91,20 @@ func (s *Server) admit(c net.Conn) bool {
 		s.unanswered()
 		return false
 	}
+	s.mu.Lock()
+	s.refusals[c] = struct{}{}
+	s.mu.Unlock()
+	s.refuseWG.Add(1)
 	go func() {
+		defer s.refuseWG.Done()
 		defer s.refusing.Add(-1)
-		defer c.Close()
 		if !s.refuse(c) {
 			s.unanswered()
 		}
+		s.mu.Lock()
+		delete(s.refusals, c)
+		s.mu.Unlock()
+		_ = c.Close()
 	}()
 	return false
 }
@@ -111,19 +121,22 @@ func (s *Server) refuse(c net.Conn) bool {
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	limited := &io.LimitedReader{R: c, N: headLimit}
 	br := bufio.NewReaderSize(limited, 4096)
-	for tail := false; ; {
+	for tail, started := false, false; ; {
 		line, err := br.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return false // gone, too slow or a head too long: closed unanswered
 		}
+		blank := len(bytes.TrimRight(line, "\r\n")) == 0
 		switch {
 		case err != nil: // a line longer than the buffer: its end comes next
-			tail = true
+			tail, started = true, true
 		case tail:
 			tail = false
-		case len(bytes.TrimRight(line, "\r\n")) == 0: // the blank line that ends the head
+		case blank && started: // the blank line that ends the head
 			return s.answerBusy(c, br, limited)
-		}
+		case !blank:
+			started = true
+		} // a blank line before the request line is ignored (RFC 9112, 2.2)
 	}
 }
 
@@ -139,7 +152,7 @@ func (s *Server) answerBusy(c net.Conn, br *bufio.Reader, limited *io.LimitedRea
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	limited.N += int64(s.maxBody)
+	limited.N += int64(s.maxBody) + 1 // a request that fills the cap exactly does not exhaust it
 	if _, err := io.Copy(io.Discard, br); errors.Is(err, os.ErrDeadlineExceeded) || limited.N == 0 {
 		return false // still sending: the close may reset the answer away
 	}
@@ -206,15 +219,16 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 	}
 	const busyBody = "too many connections; retry later\n"
 	s := &Server{
-		fresh:   map[net.Conn]struct{}{},
-		log:     logger,
-		limit:   int64(cfg.MaxConcurrency),
-		maxBody: maxBody,
+		fresh:    map[net.Conn]struct{}{},
+		refusals: map[net.Conn]struct{}{},
+		log:      logger,
+		limit:    int64(cfg.MaxConcurrency),
+		maxBody:  maxBody,
 		busy: "HTTP/1.1 503 Service Unavailable\r\nServer: relay\r\nContent-Type: text/plain; charset=utf-8\r\n" +
 			"Retry-After: " + in.retryAfter + "\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(busyBody)) + "\r\n\r\n" + busyBody,
 		refused: func() {
 			if in.cfg.Metrics != nil {
-				in.cfg.Metrics.observeRequest(fasthttp.StatusServiceUnavailable, 0)
+				in.cfg.Metrics.count(fasthttp.StatusServiceUnavailable)
 			}
 		},
 		unanswered: func() {
@@ -278,6 +292,8 @@ func (s *Server) connState(c net.Conn, st fasthttp.ConnState) {
 
 // ShutdownWithContext stops accepting, closes connections that never sent
 // a request, and waits for requests in flight until ctx is done.
+// Refusals under way (admit) get until ctx is done to finish, then their
+// connections are closed.
 func (s *Server) ShutdownWithContext(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- s.Server.ShutdownWithContext(ctx) }()
@@ -287,10 +303,35 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 		s.closeFresh()
 		select {
 		case err := <-done:
+			s.endRefusals(ctx)
 			return err
 		case <-t.C:
 		}
 	}
+}
+
+// Shutdown is ShutdownWithContext with no deadline.
+func (s *Server) Shutdown() error { return s.ShutdownWithContext(context.Background()) }
+
+// endRefusals waits for the refusals under way until ctx is done, then
+// closes their connections and waits for their goroutines.
+func (s *Server) endRefusals(ctx context.Context) {
+	finished := make(chan struct{})
+	go func() {
+		s.refuseWG.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.refusals {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	<-finished
 }
 
 func (s *Server) closeFresh() {

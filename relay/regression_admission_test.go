@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/relaymw/relay/tlsconf"
 )
 
 // get sends a GET on c and reads the answer.
@@ -34,29 +38,65 @@ func get(t *testing.T, c net.Conn, br *bufio.Reader) *http.Response {
 	return res
 }
 
+// limited is an ingress server that serves one connection at a time.
+type limited struct {
+	s    *Server
+	in   *Ingress
+	addr string
+	done chan error // Serve's return
+}
+
+// startLimited starts a limited server, over TLS with tlsConf if not nil
+// (as serve wraps its listener).
+func startLimited(t *testing.T, tlsConf *tls.Config) *limited {
+	t.Helper()
+	in := &Ingress{cfg: IngressConfig{Path: "/webhooks/meta", Metrics: NewMetrics(prometheus.NewRegistry()), Logger: slog.New(slog.DiscardHandler)}, retryAfter: "7"}
+	// IdleTimeout: the connection served must stay open all along.
+	s := in.NewServer(ServerConfig{MaxConcurrency: 1, MaxBodyBytes: 4 << 20, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Hour})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	l := &limited{s: s, in: in, addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { l.done <- s.Serve(ln) }()
+	return l
+}
+
+// stop shuts the server down and checks that Serve ended cleanly.
+func (l *limited) stop(t *testing.T) {
+	require.NoError(t, l.s.Shutdown())
+	require.NoError(t, <-l.done)
+}
+
+func (l *limited) dial(t *testing.T) (net.Conn, *bufio.Reader) {
+	c, err := net.Dial("tcp", l.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
+// codes is relay_ingress_requests_total{code}.
+func (l *limited) codes(code string) float64 {
+	return testutil.ToFloat64(l.in.cfg.Metrics.requests.WithLabelValues(code))
+}
+
+// counted waits for relay_ingress_requests_total{code="503"} to reach
+// want: a refusal is counted once the client closed, a moment after it
+// read the answer.
+func (l *limited) counted(t *testing.T, want float64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return l.codes("503") == want }, 10*time.Second, 5*time.Millisecond)
+}
+
 // Regression: a connection past ingress.max_concurrency got fasthttp's own
 // 503, with no Retry-After (the ingress contract gives every 503 one),
 // logged at debug level only and counted nowhere. The relay now answers
 // it: 503 with Retry-After, counted in relay_ingress_requests_total.
 func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	in := &Ingress{cfg: IngressConfig{Path: "/webhooks/meta", Metrics: NewMetrics(reg), Logger: slog.New(slog.DiscardHandler)}, retryAfter: "7"}
-	// IdleTimeout: the first connection must stay open all along.
-	s := in.NewServer(ServerConfig{MaxConcurrency: 1, MaxBodyBytes: 4 << 20, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Hour})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		require.NoError(t, s.Shutdown())
-		require.NoError(t, <-done)
-	})
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		return c, bufio.NewReader(c)
-	}
+	l := startLimited(t, nil)
+	t.Cleanup(func() { l.stop(t) })
+	dial := func() (net.Conn, *bufio.Reader) { return l.dial(t) }
 
 	// The one connection allowed, kept open.
 	first, firstR := dial()
@@ -66,22 +106,18 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	res := get(t, second, secondR)
 	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
 	require.Equal(t, "7", res.Header.Get("Retry-After"))
-	_, err = secondR.ReadByte()
+	_, err := secondR.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "the refused connection is closed")
 	require.NoError(t, second.Close()) // as a client does once answered: the relay waits for it
-	codes := func(code string) float64 { return testutil.ToFloat64(in.cfg.Metrics.requests.WithLabelValues(code)) }
-	// Counted once the answer went out: a moment after the client read it.
-	counted := func(want float64) {
-		t.Helper()
-		require.Eventually(t, func() bool { return codes("503") == want }, 10*time.Second, 5*time.Millisecond)
-	}
+	codes := l.codes
+	counted := func(want float64) { t.Helper(); l.counted(t, want) }
 	counted(1)
 
 	// A Go client gets the 503 too: answered before its request, it would
 	// drop it as unsolicited and fail the request instead.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	for range 100 {
-		res, err := client.Get("http://" + ln.Addr().String() + "/other")
+		res, err := client.Get("http://" + l.addr + "/other")
 		require.NoError(t, err)
 		require.NoError(t, res.Body.Close())
 		require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
@@ -95,7 +131,7 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	// read).
 	big := bytes.Repeat([]byte("x"), 3<<20)
 	for range 10 {
-		res, err := client.Post("http://"+ln.Addr().String()+"/webhooks/meta", "application/json", bytes.NewReader(big))
+		res, err := client.Post("http://"+l.addr+"/webhooks/meta", "application/json", bytes.NewReader(big))
 		require.NoError(t, err)
 		require.NoError(t, res.Body.Close())
 		require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
@@ -145,13 +181,13 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	_, err = idleR.ReadByte()
 	require.ErrorIs(t, err, io.EOF)
 	require.NoError(t, idle.Close())
-	require.Eventually(t, func() bool { return testutil.ToFloat64(in.cfg.Metrics.unanswered) == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.ToFloat64(l.in.cfg.Metrics.unanswered) == 1 }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, 113.0, codes("503"))
 
 	// Once the first closes, a new connection is served again.
 	require.NoError(t, first.Close())
 	require.Eventually(t, func() bool {
-		res, err := client.Get("http://" + ln.Addr().String() + "/other")
+		res, err := client.Get("http://" + l.addr + "/other")
 		if err != nil {
 			return false
 		}
@@ -206,19 +242,9 @@ func TestExpectContinueOverTheLimitGets413First(t *testing.T) {
 // to 6 s, and was counted after it. Shutdown now waits for refusals until
 // its context is done, then closes their connections.
 func TestShutdownEndsRefusalsUnderWay(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	in := &Ingress{cfg: IngressConfig{Path: "/webhooks/meta", Metrics: NewMetrics(reg), Logger: slog.New(slog.DiscardHandler)}, retryAfter: "7"}
-	s := in.NewServer(ServerConfig{MaxConcurrency: 1, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Hour})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		return c, bufio.NewReader(c)
-	}
+	l := startLimited(t, nil)
+	s, done := l.s, l.done
+	dial := func() (net.Conn, *bufio.Reader) { return l.dial(t) }
 	first, firstR := dial()
 	require.Equal(t, http.StatusNotFound, get(t, first, firstR).StatusCode)
 	second, secondR := dial() // answered, then left open: the refusal lingers
@@ -232,4 +258,46 @@ func TestShutdownEndsRefusalsUnderWay(t *testing.T) {
 	require.NoError(t, <-done)
 	require.Less(t, time.Since(start), 3*time.Second)
 	require.Zero(t, s.refusing.Load(), "no refusal outlives the shutdown")
+}
+
+// A connection past the limit over TLS (the listener wrapped as serve
+// wraps it) gets its 503 too, its body read under the handshake's
+// encryption, and its client verifies the relay's certificate.
+func TestConnectionPastMaxConcurrencyOverTLS(t *testing.T) {
+	ca, err := tlsconf.NewCA("relay test CA")
+	require.NoError(t, err)
+	leaf, err := ca.IssueServer("127.0.0.1")
+	require.NoError(t, err)
+	l := startLimited(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLSCertificate()}, MinVersion: tls.VersionTLS12})
+	t.Cleanup(func() { l.stop(t) })
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert.Cert)
+	url := "https://" + l.addr
+
+	held := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	t.Cleanup(held.CloseIdleConnections)
+	res, err := (&http.Client{Transport: held, Timeout: 10 * time.Second}).Get(url + "/other")
+	require.NoError(t, err)
+	_, err = io.Copy(io.Discard, res.Body) // read to the end, or the client closes the connection
+	require.NoError(t, err)
+	require.NoError(t, res.Body.Close())
+	require.Equal(t, http.StatusNotFound, res.StatusCode, "the one connection allowed, kept alive")
+
+	refused := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 10 * time.Second}
+	for range 10 {
+		res, err := refused.Get(url + "/other")
+		require.NoError(t, err)
+		require.NoError(t, res.Body.Close())
+		require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+		require.Equal(t, "7", res.Header.Get("Retry-After"))
+	}
+	big := bytes.Repeat([]byte("x"), 3<<20)
+	for range 3 {
+		res, err := refused.Post(url+"/webhooks/meta", "application/json", bytes.NewReader(big))
+		require.NoError(t, err)
+		require.NoError(t, res.Body.Close())
+		require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	}
+	l.counted(t, 13)
+	require.Zero(t, testutil.ToFloat64(l.in.cfg.Metrics.unanswered))
 }

@@ -76,6 +76,27 @@ func (l *limited) dial(t *testing.T) (net.Conn, *bufio.Reader) {
 	return c, bufio.NewReader(c)
 }
 
+// answeredOnlyAfter sends a request in two parts on a connection past the
+// limit, and checks that no answer comes before the second part and that
+// the 503 comes after it.
+func (l *limited) answeredOnlyAfter(t *testing.T, first, rest string) {
+	t.Helper()
+	c, br := l.dial(t)
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err := io.WriteString(c, first)
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+	_, err = br.ReadByte()
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no answer before the request's head ends")
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(c, rest)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	require.NoError(t, c.Close())
+}
+
 // codes is relay_ingress_requests_total{code}.
 func (l *limited) codes(code string) float64 {
 	return testutil.ToFloat64(l.in.cfg.Metrics.requests.WithLabelValues(code))
@@ -141,38 +162,11 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 	// A head line as long as the refusal's read buffer: its end is not the
 	// blank line that ends the head (taken for it, the answer came before
 	// the request).
-	raw, rawR := dial()
-	require.NoError(t, raw.SetDeadline(time.Now().Add(10*time.Second)))
-	line := "GET /other?p=" + strings.Repeat("a", 4096-len("GET /other?p= HTTP/1.1")) + " HTTP/1.1\r\n"
-	_, err = io.WriteString(raw, line)
-	require.NoError(t, err)
-	require.NoError(t, raw.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
-	_, err = rawR.ReadByte()
-	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no answer before the head's end")
-	require.NoError(t, raw.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = io.WriteString(raw, "Host: relay\r\n\r\n")
-	require.NoError(t, err)
-	res, err = http.ReadResponse(rawR, nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
-	require.NoError(t, raw.Close())
+	l.answeredOnlyAfter(t, "GET /other?p="+strings.Repeat("a", 4096-len("GET /other?p= HTTP/1.1"))+" HTTP/1.1\r\n", "Host: relay\r\n\r\n")
 	counted(112)
-
 	// A blank line before the request line is ignored, not taken for the
 	// head's end.
-	lead, leadR := dial()
-	_, err = io.WriteString(lead, "\r\n")
-	require.NoError(t, err)
-	require.NoError(t, lead.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
-	_, err = leadR.ReadByte()
-	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no answer before the request")
-	require.NoError(t, lead.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = io.WriteString(lead, "GET /other HTTP/1.1\r\nHost: relay\r\n\r\n")
-	require.NoError(t, err)
-	res, err = http.ReadResponse(leadR, nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
-	require.NoError(t, lead.Close())
+	l.answeredOnlyAfter(t, "\r\n", "GET /other HTTP/1.1\r\nHost: relay\r\n\r\n")
 	counted(113)
 
 	// A connection that sends no request is closed unanswered, and counted

@@ -85,7 +85,7 @@ func (l *limited) answeredOnlyAfter(t *testing.T, first, rest string) {
 	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 	_, err := io.WriteString(c, first)
 	require.NoError(t, err)
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(100*time.Millisecond))) // well within the 1 s the relay waits for a head
 	_, err = br.ReadByte()
 	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "no answer before the request's head ends")
 	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
@@ -243,15 +243,16 @@ func TestShutdownEndsRefusalsUnderWay(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, get(t, first, firstR).StatusCode)
 	second, secondR := dial() // answered, then left open: the refusal lingers
 	require.Equal(t, http.StatusServiceUnavailable, get(t, second, secondR).StatusCode)
-	require.EqualValues(t, 1, s.refusing.Load())
+	require.Equal(t, 1, s.refusalsUnderWay())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
 	require.NoError(t, s.ShutdownWithContext(ctx))
 	require.NoError(t, <-done)
 	require.Less(t, time.Since(start), 3*time.Second)
-	require.Zero(t, s.refusing.Load(), "no refusal outlives the shutdown")
+	require.Zero(t, s.refusalsUnderWay(), "no refusal outlives the shutdown")
+	require.Equal(t, 1.0, testutil.ToFloat64(l.in.cfg.Metrics.unanswered), "cut off by the shutdown before the client closed")
 }
 
 // A connection past the limit over TLS (the listener wrapped as serve

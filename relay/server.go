@@ -44,7 +44,6 @@ type Server struct {
 	limit      int64        // connections served at once; 0: fasthttp's default
 	maxBody    int          // the largest body read, and drained from a refused connection
 	open       atomic.Int64 // connections fasthttp holds, from StateNew to StateClosed
-	refusing   atomic.Int32 // goroutines answering refused connections
 	busy       string       // the answer to a connection past limit
 	refused    func()       // counts that answer
 	unanswered func()       // counts a connection past limit closed unanswered
@@ -52,8 +51,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	fresh    map[net.Conn]struct{}
-	refusals map[net.Conn]struct{} // connections admit is answering
+	refusals map[net.Conn]struct{} // connections admit is answering, at most maxRefusing
 	refuseWG sync.WaitGroup        // their goroutines
+	closing  bool                  // shutting down: admit answers no more
 }
 
 // Only Serve applies the limit: the embedded fasthttp.Server's ServeConn,
@@ -85,19 +85,20 @@ func (s *Server) admit(c net.Conn) bool {
 		s.log.Warn("ingress: ingress.max_concurrency connections are open; answering new ones 503 with Retry-After until some close",
 			"max_concurrency", s.limit)
 	}
-	if s.refusing.Add(1) > maxRefusing {
-		s.refusing.Add(-1)
+	s.mu.Lock()
+	take := !s.closing && len(s.refusals) < maxRefusing
+	if take {
+		s.refusals[c] = struct{}{}
+		s.refuseWG.Add(1)
+	}
+	s.mu.Unlock()
+	if !take {
 		_ = c.Close()
 		s.unanswered()
 		return false
 	}
-	s.mu.Lock()
-	s.refusals[c] = struct{}{}
-	s.mu.Unlock()
-	s.refuseWG.Add(1)
 	go func() {
 		defer s.refuseWG.Done()
-		defer s.refusing.Add(-1)
 		if !s.refuse(c) {
 			s.unanswered()
 		}
@@ -107,6 +108,13 @@ func (s *Server) admit(c net.Conn) bool {
 		_ = c.Close()
 	}()
 	return false
+}
+
+// refusalsUnderWay is how many connections admit is answering.
+func (s *Server) refusalsUnderWay() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.refusals)
 }
 
 // refuse answers c 503 and reports whether the answer went out. The
@@ -153,8 +161,8 @@ func (s *Server) answerBusy(c net.Conn, br *bufio.Reader, limited *io.LimitedRea
 		_ = cw.CloseWrite()
 	}
 	limited.N += int64(s.maxBody) + 1 // a request that fills the cap exactly does not exhaust it
-	if _, err := io.Copy(io.Discard, br); errors.Is(err, os.ErrDeadlineExceeded) || limited.N == 0 {
-		return false // still sending: the close may reset the answer away
+	if _, err := io.Copy(io.Discard, br); errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) || limited.N == 0 {
+		return false // still sending, or cut off by the shutdown: the close may reset the answer away
 	}
 	s.refused()
 	return true
@@ -250,7 +258,7 @@ func (in *Ingress) NewServer(cfg ServerConfig) *Server {
 		ExpectHandler: func(ctx *fasthttp.RequestCtx) int {
 			if ctx.Request.Header.ContentLength() > maxBody {
 				if in.cfg.Metrics != nil {
-					in.cfg.Metrics.observeRequest(fasthttp.StatusRequestEntityTooLarge, 0)
+					in.cfg.Metrics.count(fasthttp.StatusRequestEntityTooLarge)
 				}
 				return fasthttp.StatusRequestEntityTooLarge
 			}
@@ -313,9 +321,14 @@ func (s *Server) ShutdownWithContext(ctx context.Context) error {
 // Shutdown is ShutdownWithContext with no deadline.
 func (s *Server) Shutdown() error { return s.ShutdownWithContext(context.Background()) }
 
-// endRefusals waits for the refusals under way until ctx is done, then
-// closes their connections and waits for their goroutines.
+// endRefusals stops admit from taking more refusals (fasthttp's shutdown
+// returns at its deadline without waiting for its accept loop), waits for
+// the refusals under way until ctx is done, then closes their connections
+// and waits for their goroutines.
 func (s *Server) endRefusals(ctx context.Context) {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	finished := make(chan struct{})
 	go func() {
 		s.refuseWG.Wait()

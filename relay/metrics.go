@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_ingress_connections_unanswered_total",
-			Help: "Connections past ingress.max_concurrency closed without a clean 503: 64 refusals already under way, no request head within 1s or a head over 64KiB, or the client did not close within 5s of the answer.",
+			Help: "Connections past ingress.max_concurrency closed without a clean 503: 64 refusals already under way, no request head within 1s or a head over 64KiB, the client did not close within 5s of the answer, or a shutdown cut it off or had begun.",
 		}),
 		byStatus: map[int]prometheus.Counter{},
 	}
@@ -80,7 +80,8 @@ func (m *Metrics) observeRequest(code int, d time.Duration) {
 }
 
 // count counts an answer whose duration is not the handler's: a refused
-// connection's 503 (which would pull the latency quantiles down).
+// connection's 503, the early 413 of an Expect: 100-continue request (0 s
+// samples would pull the latency quantiles down).
 func (m *Metrics) count(code int) {
 	c, ok := m.byStatus[code]
 	if !ok {

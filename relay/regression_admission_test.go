@@ -296,3 +296,44 @@ func TestConnectionPastMaxConcurrencyOverTLS(t *testing.T) {
 	l.counted(t, 13)
 	require.Zero(t, testutil.ToFloat64(l.in.cfg.Metrics.unanswered))
 }
+
+// Regression: answers given before the handler runs (fasthttp's 413 over
+// the limit, the early 413 of Expect: 100-continue, refusals) each added
+// a 0 s sample to relay_ingress_request_duration_seconds, pulling its
+// quantiles down just when requests are refused. They are counted, with
+// no duration.
+func TestAnswersBeforeTheHandlerRecordNoDuration(t *testing.T) {
+	h := newHarness(t, nil)
+	samples := func() uint64 {
+		mfs, err := h.reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "relay_ingress_request_duration_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		t.Fatal("no relay_ingress_request_duration_seconds")
+		return 0
+	}
+	big := bytes.Repeat([]byte("x"), 65<<10) // over the harness's 64 KiB
+	code, _ := h.post(big, sign(testSecret, big))
+	require.Equal(t, http.StatusRequestEntityTooLarge, code)
+
+	u, err := url.Parse(h.url)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: relay\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", u.Path, 1<<20)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
+
+	require.Equal(t, 2.0, testutil.ToFloat64(h.ingress.cfg.Metrics.requests.WithLabelValues("413")))
+	require.Zero(t, samples())
+	code, _ = h.post([]byte(`{}`), "") // unsigned: the handler answers 401, and times it
+	require.Equal(t, http.StatusUnauthorized, code)
+	require.EqualValues(t, 1, samples())
+}

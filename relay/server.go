@@ -372,7 +372,7 @@ func (in *Ingress) HandleError(ctx *fasthttp.RequestCtx, err error) {
 		code, msg = fasthttp.StatusRequestTimeout, "request timeout\n"
 	}
 	ctx.Error(msg, code)
-	in.cfg.Metrics.observeRequest(code, 0)
+	in.cfg.Metrics.count(code) // no duration: the handler never ran
 }
 
 // fasthttpLogger sends fasthttp's own messages (connection errors) to slog

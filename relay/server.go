@@ -30,10 +30,15 @@ type ServerConfig struct {
 	Logger         *slog.Logger
 }
 
-// Server is the ingress's fasthttp server, with a shutdown that also
-// closes connections that never sent a request: fasthttp counts a new
-// connection as idle only after 5 seconds, so a client or load balancer
-// that pre-connects would otherwise hold a graceful shutdown that long.
+// Server is the ingress's fasthttp server with two additions. It answers
+// connections past MaxConcurrency itself (admit). Its shutdown also closes
+// connections that never sent a request: fasthttp counts a new connection
+// as idle only after 5 seconds, so a client or load balancer that
+// pre-connects would otherwise hold a graceful shutdown that long.
+//
+// Only Serve applies the limit: the embedded fasthttp.Server's ServeConn,
+// ListenAndServe and ServeTLS bypass admit, and ServeConn would also skew
+// the count of open connections. The relay calls none of them.
 type Server struct {
 	*fasthttp.Server
 	log *slog.Logger
@@ -55,10 +60,6 @@ type Server struct {
 	refuseWG sync.WaitGroup        // their goroutines
 	closing  bool                  // shutting down: admit answers no more
 }
-
-// Only Serve applies the limit: the embedded fasthttp.Server's ServeConn,
-// ListenAndServe and ServeTLS bypass admit, and ServeConn would also skew
-// the count of open connections. The relay calls none of them.
 
 // maxRefusing bounds the goroutines answering connections past the limit;
 // beyond it a connection is closed unanswered (the client sees a reset,

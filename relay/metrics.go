@@ -79,9 +79,10 @@ func (m *Metrics) observeRequest(code int, d time.Duration) {
 	m.duration.Observe(d.Seconds())
 }
 
-// count counts an answer whose duration is not the handler's: a refused
-// connection's 503, the early 413 of an Expect: 100-continue request (0 s
-// samples would pull the latency quantiles down).
+// count counts an answer given before the handler ran, which has no
+// duration to observe: a refused connection's 503, the early 413 of an
+// Expect: 100-continue request, HandleError's answers (0 s samples would
+// pull the latency quantiles down).
 func (m *Metrics) count(code int) {
 	c, ok := m.byStatus[code]
 	if !ok {

@@ -197,27 +197,12 @@ func TestConnectionPastMaxConcurrencyGets503WithRetryAfter(t *testing.T) {
 // the limit still gets 100 Continue.
 func TestExpectContinueOverTheLimitGets413First(t *testing.T) {
 	h := newHarness(t, nil)
-	u, err := url.Parse(h.url)
-	require.NoError(t, err)
-	c, err := net.Dial("tcp", u.Host)
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	br := bufio.NewReader(c)
-	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", u.Path, 1<<20)
-	require.NoError(t, err)
-	res, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
+	expectEarly413(t, h)
 	require.Equal(t, 1.0, testutil.ToFloat64(h.ingress.cfg.Metrics.requests.WithLabelValues("413")))
 
-	c2, err := net.Dial("tcp", u.Host)
-	require.NoError(t, err)
-	t.Cleanup(func() { c2.Close() })
-	require.NoError(t, c2.SetDeadline(time.Now().Add(10*time.Second)))
-	br2 := bufio.NewReader(c2)
+	c2, br2, path := dialHarness(t, h)
 	body := `{"object":"page","entry":[]}`
-	_, err = fmt.Fprintf(c2, "POST %s HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", u.Path, len(body))
+	_, err := fmt.Fprintf(c2, "POST %s HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", path, len(body))
 	require.NoError(t, err)
 	line, err := br2.ReadString('\n')
 	require.NoError(t, err)
@@ -227,7 +212,7 @@ func TestExpectContinueOverTheLimitGets413First(t *testing.T) {
 	require.Equal(t, "\r\n", line)
 	_, err = io.WriteString(c2, body)
 	require.NoError(t, err)
-	res, err = http.ReadResponse(br2, nil)
+	res, err := http.ReadResponse(br2, nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusUnauthorized, res.StatusCode, "unsigned: refused by the handler")
 }
@@ -319,21 +304,36 @@ func TestAnswersBeforeTheHandlerRecordNoDuration(t *testing.T) {
 	code, _ := h.post(big, sign(testSecret, big))
 	require.Equal(t, http.StatusRequestEntityTooLarge, code)
 
-	u, err := url.Parse(h.url)
-	require.NoError(t, err)
-	c, err := net.Dial("tcp", u.Host)
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: relay\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", u.Path, 1<<20)
-	require.NoError(t, err)
-	res, err := http.ReadResponse(bufio.NewReader(c), nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
+	expectEarly413(t, h)
 
 	require.Equal(t, 2.0, testutil.ToFloat64(h.ingress.cfg.Metrics.requests.WithLabelValues("413")))
 	require.Zero(t, samples())
 	code, _ = h.post([]byte(`{}`), "") // unsigned: the handler answers 401, and times it
 	require.Equal(t, http.StatusUnauthorized, code)
 	require.EqualValues(t, 1, samples())
+}
+
+// dialHarness opens a raw connection to h's ingress, closed when the test
+// ends, with a 10 s deadline; path is the webhook path.
+func dialHarness(t *testing.T, h *harness) (c net.Conn, br *bufio.Reader, path string) {
+	t.Helper()
+	u, err := url.Parse(h.url)
+	require.NoError(t, err)
+	c, err = net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	return c, bufio.NewReader(c), u.Path
+}
+
+// expectEarly413 sends a POST head announcing 1 MiB with Expect:
+// 100-continue, over the harness's limit, and checks that 413 comes at once.
+func expectEarly413(t *testing.T, h *harness) {
+	t.Helper()
+	c, br, path := dialHarness(t, h)
+	_, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", path, 1<<20)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
 }

@@ -27,8 +27,7 @@ import (
 // one at start.
 func TestExpiredClientCertificatePausesDelivery(t *testing.T) {
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(http.StatusOK))
 	p := e.partition("acme")
 	// Valid for 4–5 s (NotAfter is whole seconds): time to join the group
 	// and deliver the first event on a slow machine.

@@ -13,8 +13,7 @@ import (
 func TestCommit_CleanStopCommitsDelivered(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	p := e.partition("acme")
 	evs := simpleEvents("acme", "1", "acme", 11)
 	e.produce(p, evs[:10]...)
@@ -43,8 +42,7 @@ func TestCommit_CleanStopCommitsDelivered(t *testing.T) {
 func TestCommit_UnfinishedEventsHandedBackAtStop(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	p := e.partition("acme")
 	evs := simpleEvents("acme", "1", "acme", 8)
 	e.produce(p, evs[:3]...)

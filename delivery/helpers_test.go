@@ -172,6 +172,15 @@ func (e *testEnv) setTenants(ts ...tenantConf) {
 }
 
 // partition is the tenant's partition of relay.events.
+// acmeInstance starts an instance answering with respond and makes it the
+// only tenant's: "acme", account "1".
+func (e *testEnv) acmeInstance(respond responder) *testInstance {
+	e.t.Helper()
+	inst := newInstance(e.t, e.ca, e.caFile, respond)
+	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(e.t)})
+	return inst
+}
+
 func (e *testEnv) partition(id string) int {
 	e.t.Helper()
 	tn := e.reg.Snapshot().Tenant(id)

@@ -17,8 +17,7 @@ import (
 // lag is now refreshed from the high watermark meanwhile.
 func TestLagKeepsGrowingWhileATenantIsPaused(t *testing.T) {
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusServiceUnavailable))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	e.acmeInstance(answer(http.StatusServiceUnavailable))
 	p := e.partition("acme")
 	evs := simpleEvents("acme", "1", "acme", 150)
 	e.produce(p, evs[:100]...)
@@ -104,8 +103,7 @@ func partitionOf(owner map[string]string, id string) string {
 // that was keeping up) while nothing was delivered.
 func TestGenerationEndReportsNotJoinedAndNoLag(t *testing.T) {
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(http.StatusOK))
 	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
 	r := e.start("relay.test.joined", nil, nil)
 	inst.waitDelivered(1)
@@ -163,8 +161,7 @@ func TestAssignedForgetsRemovedTenantsAndRestoredOnesReportAgain(t *testing.T) {
 // and has not finished counts now.
 func TestLagCountsTheEventBeingHandled(t *testing.T) {
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusServiceUnavailable))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(http.StatusServiceUnavailable))
 	p := e.partition("acme")
 	evs := simpleEvents("acme", "1", "acme", 4)
 	e.produce(p, evs[0])

@@ -88,8 +88,7 @@ func TestMTLS_UntrustedInstanceNeverGetsEvent(t *testing.T) {
 func TestMTLS_ReplacedClientCertUsedByNextConnection(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	evs := simpleEvents("acme", "1", "acme", 4)
 	p := e.partition("acme")
 	e.start("relay.test.mtls-rotate", nil, nil)

@@ -26,8 +26,7 @@ import (
 func TestRegressionHugeRetryAfterIsHonoured(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, retryAfter("18446744074")) // ~584 years
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(retryAfter("18446744074")) // ~584 years
 	e.produce(e.partition("acme"), simpleEvents("acme", "1", "acme", 1)...)
 	e.start("relay.test.huge-retry-after", func(c *SinkConfig) {
 		c.MaxAge = time.Hour
@@ -100,8 +99,7 @@ func TestRegressionRemovalEndsARetryWait(t *testing.T) {
 func TestRegressionRemovedTenantsBacklogWaitsOnce(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	p := e.partition("acme")
 	e.setTenants(tenantConf{ID: "other", Account: "2", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
 	e.produce(p, simpleEvents("acme", "1", "acme", 6)...)
@@ -212,8 +210,7 @@ func (e *testEnv) setTopicConfig(topic, name, value string) {
 func TestRegressionNoRetryCountedPastMaxAge(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(http.StatusOK))
 	// A first event delivered shows the consumer running, so the event
 	// under test is attempted well within its max_age even on a loaded
 	// machine (produced before the group had joined, it could reach its

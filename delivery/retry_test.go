@@ -50,8 +50,7 @@ func TestRetryAfter_Honoured(t *testing.T) {
 func TestRetryAfterNeverPastMaxAge(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(http.StatusOK))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(http.StatusOK))
 	// max_age counts from the event's arrival: a first event delivered
 	// shows the consumer running, so the event under test is attempted
 	// well within its max_age on a slow machine too.

@@ -65,8 +65,7 @@ func TestGone_SuspendsTenantUntilConfigChanges(t *testing.T) {
 func TestMaxAge_OldEventDeadLettered(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	evs := simpleEvents("acme", "1", "acme", 2)
 	evs[0].ReceivedAt = time.Now().Add(-2 * time.Hour)
 	e.produce(e.partition("acme"), evs...)

@@ -18,8 +18,7 @@ import (
 func TestTenants_UnknownTenantDeadLettered(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	stray := simpleEvents("nobody", "9", "nobody", 1)
 	evs := simpleEvents("acme", "1", "acme", 1)
 	e.produce(e.partition("acme"), stray[0], evs[0])
@@ -39,8 +38,7 @@ func TestTenants_UnknownTenantDeadLettered(t *testing.T) {
 func TestTenants_NotLoadedYetWaits(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, 1)
-	inst := newInstance(t, e.ca, e.caFile, answer(200))
-	e.setTenants(tenantConf{ID: "acme", Account: "1", URL: inst.URL, CAFile: e.caFile, Secret: newSecret(t)})
+	inst := e.acmeInstance(answer(200))
 	evs := simpleEvents("acme", "1", "acme", 3)
 	e.produce(e.partition("acme"), evs...)
 
